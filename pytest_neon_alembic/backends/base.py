@@ -1,0 +1,65 @@
+"""The backend protocol: what a source of branches must do, whatever the server.
+
+Two implementations: ``LocalBackend`` (databases cloned on a PostgreSQL server,
+embedded or given) and the Neon backend (branches through the Neon API). The
+fixtures only see this protocol, so both give the same semantics.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from ..branch import NeonBranch
+
+
+class Backend(ABC):
+    """A source of branches. Knows nothing of pytest; safe to use from any process."""
+
+    name: str
+
+    @abstractmethod
+    def describe(self) -> str:
+        """One line for the report, e.g. ``local (embedded PostgreSQL 16.4)``."""
+
+    @abstractmethod
+    def create_branch(self, name: str, parent: NeonBranch | None) -> NeonBranch:
+        """A new writable branch, a copy of ``parent`` (None: the configured root parent)."""
+
+    @abstractmethod
+    def create_readonly(self, name: str, source: NeonBranch) -> NeonBranch:
+        """Read-only access to ``source``'s state, enforced by the database itself."""
+
+    @abstractmethod
+    def seal(self, branch: NeonBranch) -> None:
+        """Make a freshly migrated branch ready to be the parent of others."""
+
+    @abstractmethod
+    def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
+        """Bring ``branch`` back to ``source``'s state. Open connections are terminated."""
+
+    @abstractmethod
+    def delete_branch(self, branch: NeonBranch) -> None:
+        """Delete a branch (or read-only access) this session created. Missing is fine."""
+
+    def keep_branch(self, branch: NeonBranch) -> None:  # noqa: B027 - optional hook
+        """Mark a branch kept on purpose, so no later run sweeps it away."""
+
+    def write_marker(self, branch: NeonBranch) -> Any:
+        """A value taken before a test, for ``wrote_since``; None means "cannot tell"."""
+        return None
+
+    def wrote_since(self, branch: NeonBranch, marker: Any, *, committed_only: bool = False) -> bool:
+        """Whether anything may have been written to ``branch`` since ``marker`` was taken.
+
+        Must never answer False for a branch that was written: when in doubt,
+        True. ``committed_only``: transactions that were rolled back don't count.
+        """
+        return True
+
+    def to_state(self) -> dict[str, Any]:
+        """What another process of the run needs to rebuild this backend."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections held by this process."""

@@ -1,0 +1,364 @@
+"""Branches as databases on one PostgreSQL server, cloned with ``CREATE DATABASE … TEMPLATE``.
+
+The server is either the embedded one the plugin started, or one the user gave
+with ``--neon-local-url``. Everything here goes through an administrative
+connection with CREATEDB (and CREATEROLE for read-only access); every database
+it creates carries a comment naming the run, so a run that was killed can be
+cleaned up by the next one without touching anything else on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import socket
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+from ..branch import NeonBranch
+from ..errors import ServerError
+from ..redact import mask_text, mask_url
+from .base import Backend
+
+MARKER_KEY = "pytest_neon_alembic"
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+
+
+def replace_database(
+    url: str, database: str, user: str | None = None, password: str | None = None
+) -> str:
+    """``url`` pointing at another database (and optionally as another role)."""
+    parts = urlsplit(url)
+    user = user if user is not None else parts.username
+    password = password if password is not None else parts.password
+    netloc = ""
+    if user:
+        netloc = quote(user, safe="")
+        if password:
+            netloc += ":" + quote(password, safe="")
+        netloc += "@"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc += host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, "/" + quote(database, safe=""), parts.query, ""))
+
+
+class LocalBackend(Backend):
+    """Branches as databases on one server, reached through an administrative URL."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        admin_url: str,
+        *,
+        run_id: str,
+        owner_pid: int,
+        parent_database: str | None = None,
+        server_label: str = "server",
+    ) -> None:
+        self.admin_url = admin_url
+        self.run_id = run_id
+        self.owner_pid = owner_pid
+        self.parent_database = parent_database or "template1"
+        self.server_label = server_label
+        self._connection: psycopg.Connection | None = None
+        self._server_version: int | None = None
+        self.can_create_roles = True  # checked by check_privileges()
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({mask_url(self.admin_url)!r}, run_id={self.run_id!r})"
+
+    # -- the administrative connection --------------------------------------------------
+
+    def _admin(self) -> psycopg.Connection:
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            self._connection = self.connect_admin(self.admin_url)
+            self._server_version = self._connection.info.server_version
+        return self._connection
+
+    @staticmethod
+    def connect_admin(url: str) -> psycopg.Connection:
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=10)
+        except psycopg.Error as error:
+            raise ServerError(
+                f"Cannot connect to PostgreSQL at {mask_url(url)}: "
+                f"{mask_text(str(error)).strip()}\nCheck that the server is running and that the "
+                "URL's host, port, user and password are right (--neon-local-url / NEON_LOCAL_URL)."
+            ) from None
+
+    def _execute(self, statement: Any, params: Any = None) -> list[tuple[Any, ...]]:
+        connection = self._admin()
+        try:
+            cursor = connection.execute(statement, params)
+            return cursor.fetchall() if cursor.description else []
+        except psycopg.Error as error:
+            text = (
+                statement.as_string(connection)
+                if isinstance(statement, sql.Composable)
+                else statement
+            )
+            raise ServerError(
+                f"PostgreSQL refused `{mask_text(str(text))}` on {mask_url(self.admin_url)}: "
+                f"{mask_text(str(error)).strip()}"
+            ) from None
+
+    @property
+    def server_version(self) -> int:
+        self._admin()
+        assert self._server_version is not None
+        return self._server_version
+
+    def check_privileges(self) -> None:
+        """Fail early, with the remedy, when the role cannot create databases."""
+        rows = self._execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole, current_user FROM pg_roles "
+            "WHERE rolname = current_user"
+        )
+        superuser, createdb, createrole, user = rows[0]
+        self.can_create_roles = bool(superuser or createrole)
+        if not (superuser or createdb):
+            raise ServerError(
+                f"Role {user!r} on {mask_url(self.admin_url)} cannot create databases, and every "
+                f"branch is a database. Grant it: ALTER ROLE {user} CREATEDB CREATEROLE; or use "
+                "another role in --neon-local-url, or leave the option unset to use the "
+                "embedded server."
+            )
+
+    def describe(self) -> str:
+        version = self._execute("SHOW server_version")[0][0]
+        return f"local ({self.server_label} PostgreSQL {version.split()[0]})"
+
+    # -- branches -----------------------------------------------------------------------
+
+    def create_branch(self, name: str, parent: NeonBranch | None) -> NeonBranch:
+        template = parent.branch_id if parent else self.parent_database
+        if parent is not None:
+            self._terminate_connections(template)
+        self._clone(template, name)
+        return self._branch(name, parent_id=template)
+
+    def create_readonly(self, name: str, source: NeonBranch) -> NeonBranch:
+        """A clone of ``source`` that a login role may only read.
+
+        A clone, not ``source`` itself: connections to a database block cloning it,
+        and the migration branch is cloned for every reset.
+        """
+        if not self.can_create_roles:
+            raise ServerError(
+                f"Read-only access needs a login role that may only read, and the role in "
+                f"{mask_url(self.admin_url)} cannot create roles. Grant it CREATEROLE, or use "
+                "another role in --neon-local-url."
+            )
+        self._terminate_connections(source.branch_id)
+        self._clone(source.branch_id, name)
+        password = secrets.token_urlsafe(18)
+        role = sql.Identifier(name)
+        database = sql.Identifier(name)
+        self._drop_role(name)
+        self._execute(
+            sql.SQL(
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}"
+            ).format(role, sql.Literal(password))
+        )
+        self._execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
+        self._execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+        self._execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
+        url = replace_database(self.admin_url, name)
+        with psycopg.connect(url, autocommit=True) as connection:
+            schemas = [
+                row[0]
+                for row in connection.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname <> ALL(%s) "
+                    "AND nspname NOT LIKE 'pg\\_%%temp\\_%%'",
+                    (list(SYSTEM_SCHEMAS),),
+                )
+            ]
+            for schema in schemas:
+                ident = sql.Identifier(schema)
+                connection.execute(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(ident))
+                connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
+                connection.execute(
+                    sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, role)
+                )
+                connection.execute(
+                    sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, role)
+                )
+        return self._branch(
+            name,
+            parent_id=source.branch_id,
+            read_only=True,
+            url=replace_database(self.admin_url, name, user=name, password=password),
+        )
+
+    def seal(self, branch: NeonBranch) -> None:
+        """After migrations: no session may stay on a database that is cloned from.
+
+        Sequences also get ``log_cnt = 0`` (``setval`` to their current value): the
+        first ``nextval`` in each clone must then WAL-log and take a transaction id,
+        which is how ``wrote_since`` sees it.
+        """
+        url = replace_database(self.admin_url, branch.branch_id)
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute(
+                """
+                DO $$
+                DECLARE s record;
+                BEGIN
+                  FOR s IN SELECT c.oid::regclass AS seq FROM pg_class c
+                           JOIN pg_namespace n ON n.oid = c.relnamespace
+                           WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_%'
+                  LOOP
+                    EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s',
+                                   s.seq, s.seq);
+                  END LOOP;
+                END $$
+                """
+            )
+        self._terminate_connections(branch.branch_id)
+
+    def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
+        self._drop_database(branch.branch_id)
+        self._terminate_connections(source.branch_id)
+        self._clone(source.branch_id, branch.branch_id)
+
+    def delete_branch(self, branch: NeonBranch) -> None:
+        self._drop_database(branch.branch_id)
+        if branch.read_only:
+            self._drop_role(branch.branch_id)
+
+    def keep_branch(self, branch: NeonBranch) -> None:
+        self._comment(branch.branch_id, {"kept": True})
+
+    # -- write detection ----------------------------------------------------------------
+
+    def write_marker(self, branch: NeonBranch) -> int:
+        """A fresh transaction id of the whole server (taking it uses one up).
+
+        Every write to a database takes a transaction id, committed or not, and
+        reads never do; a ``nextval`` after ``seal`` takes one too. So if the id
+        taken after a test is the next one, nothing was written in between.
+        Other databases' writes also take ids, which only costs an unneeded
+        reset, never a missed one.
+        """
+        return int(self._execute("SELECT txid_current()")[0][0])
+
+    def wrote_since(self, branch: NeonBranch, marker: Any, *, committed_only: bool = False) -> bool:
+        if marker is None:
+            return True
+        now = self.write_marker(branch)
+        if now == marker + 1:
+            return False
+        if not committed_only:
+            return True
+        # Ids taken in between count unless their transaction was rolled back
+        # (txid_status is NULL for ids too old to tell: counted too).
+        rows = self._execute(
+            "SELECT count(*) FROM generate_series(%s::bigint, %s::bigint) AS id "
+            "WHERE txid_status(id) IS DISTINCT FROM 'aborted'",
+            (marker + 1, now - 1),
+        )
+        return rows[0][0] > 0
+
+    # -- housekeeping ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "admin_url": self.admin_url,
+            "run_id": self.run_id,
+            "owner_pid": self.owner_pid,
+            "parent_database": self.parent_database,
+            "server_label": self.server_label,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LocalBackend:
+        return cls(
+            state["admin_url"],
+            run_id=state["run_id"],
+            owner_pid=state["owner_pid"],
+            parent_database=state["parent_database"],
+            server_label=state["server_label"],
+        )
+
+    def drop_abandoned(self, is_abandoned: Any) -> list[str]:
+        """Drop databases (and roles) whose marker names a run for which ``is_abandoned`` holds."""
+        rows = self._execute(
+            "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+            "WHERE shobj_description(oid, 'pg_database') LIKE %s",
+            (f'{{"{MARKER_KEY}"%',),
+        )
+        dropped = []
+        for name, comment in rows:
+            try:
+                marker = json.loads(comment)[MARKER_KEY]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if is_abandoned(marker):
+                self._drop_database(name)
+                self._drop_role(name)
+                dropped.append(name)
+        return dropped
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _branch(
+        self, name: str, *, parent_id: str, read_only: bool = False, url: str | None = None
+    ) -> NeonBranch:
+        return NeonBranch(
+            branch_id=name,
+            project_id=None,
+            connection_string=url or replace_database(self.admin_url, name),
+            host=urlsplit(self.admin_url).hostname,
+            parent_id=parent_id,
+            endpoint_id=None,
+            name=name,
+            read_only=read_only,
+        )
+
+    def _clone(self, template: str, name: str) -> None:
+        strategy = sql.SQL(" STRATEGY FILE_COPY") if self.server_version >= 150000 else sql.SQL("")
+        self._execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
+                sql.Identifier(name), sql.Identifier(template), strategy
+            )
+        )
+        self._comment(
+            name, {"run": self.run_id, "pid": self.owner_pid, "host": socket.gethostname()}
+        )
+
+    def _comment(self, database: str, marker: dict[str, Any]) -> None:
+        """The comment that tells a later run whose database this is."""
+        self._execute(
+            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(database), sql.Literal(json.dumps({MARKER_KEY: marker}))
+            )
+        )
+
+    def _terminate_connections(self, database: str) -> None:
+        self._execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+
+    def _drop_role(self, role: str) -> None:
+        self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+    def _drop_database(self, database: str) -> None:
+        name = sql.Identifier(database)
+        if self.server_version >= 130000:
+            self._execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        else:
+            self._terminate_connections(database)
+            self._execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))

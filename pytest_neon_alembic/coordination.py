@@ -1,0 +1,234 @@
+"""Coordination of the processes of one test run: the controller and its xdist workers.
+
+A run owns one directory (under /dev/shm when the OS has it). Work that must
+happen once per run — starting the server, migrating, creating shared branches —
+goes through ``RunDirectory.run_once``: the first process to take the file lock
+does it and writes the result; the others read the result, or the same error,
+without waiting for any timeout. Every branch created is recorded here, so the
+process that owns the run can delete them at the end, and the next run can clean
+up after a run that was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from . import errors
+from .branch import BranchRole, NeonBranch
+
+OWNER_FILE = "owner.json"
+
+
+def state_root() -> Path:
+    """Where runs keep their files: RAM-backed /dev/shm when writable, else the temp dir."""
+    override = os.environ.get("PYTEST_NEON_ALEMBIC_STATE_DIR")
+    if override:
+        base = Path(override)
+    else:
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+        base = base / f"pytest-neon-alembic-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    base.mkdir(mode=0o711, parents=True, exist_ok=True)
+    return base
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class RecordedBranch:
+    role: BranchRole
+    branch: NeonBranch
+    deleted: bool
+
+
+class RunDirectory:
+    """The files shared by all processes of one pytest run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @classmethod
+    def create(cls, root: Path, run_id: str | None = None) -> RunDirectory:
+        path = root / "runs" / (run_id or new_run_id())
+        path.mkdir(mode=0o700, parents=True)
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        _write_json(path / OWNER_FILE, owner)
+        return cls(path)
+
+    def owner_pid(self) -> int:
+        return int(_read_json(self.path / OWNER_FILE)["pid"])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def mark_kept(self) -> None:
+        """Branches were kept on purpose (--neon-keep-branches): no later run deletes them."""
+        (self.path / "kept").touch()
+
+    def kept(self) -> bool:
+        return (self.path / "kept").exists()
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        with FileLock(str(self.path / f"{name}.lock")):
+            yield
+
+    def run_once(self, name: str, produce: Callable[[], Any]) -> Any:
+        """Run ``produce`` in exactly one process of the run; everyone gets its result.
+
+        A failure is recorded with its message, and every later caller in any
+        process raises the same error at once.
+        """
+        result_file = self.path / f"{name}.json"
+        with self.lock(name):
+            if result_file.exists():
+                return _unwrap(_read_json(result_file))
+            try:
+                value = produce()
+            except errors.NeonAlembicError as error:
+                _write_json(result_file, {"error": str(error), "kind": type(error).__name__})
+                raise
+            except Exception as error:
+                message = f"{type(error).__name__}: {error}"
+                _write_json(result_file, {"error": message, "kind": "NeonAlembicError"})
+                raise
+            _write_json(result_file, {"value": value})
+            return value
+
+    def done(self, name: str) -> Any | None:
+        """The recorded result of a run_once step, or None if it never ran (errors re-raise)."""
+        result_file = self.path / f"{name}.json"
+        if not result_file.exists():
+            return None
+        return _unwrap(_read_json(result_file))
+
+    def done_quietly(self, name: str) -> Any | None:
+        """Like ``done``, but None for a step that failed (for cleanup paths)."""
+        try:
+            return self.done(name)
+        except errors.NeonAlembicError:
+            return None
+
+    # -- the registry of branches this run created ------------------------------------
+
+    def record_created(self, role: BranchRole, branch: NeonBranch) -> None:
+        self._append({"event": "created", "role": role.value, "branch": branch.to_dict()})
+
+    def record_deleted(self, branch: NeonBranch) -> None:
+        self._append({"event": "deleted", "branch_id": branch.branch_id})
+
+    def record_event(self, event: str, **values: Any) -> None:
+        self._append({"event": event, **values})
+
+    def events(self) -> list[dict[str, Any]]:
+        registry = self.path / "events.jsonl"
+        if not registry.exists():
+            return []
+        with self.lock("events"):
+            lines = registry.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def branches(self) -> list[RecordedBranch]:
+        created: dict[str, tuple[BranchRole, NeonBranch]] = {}
+        deleted: set[str] = set()
+        for event in self.events():
+            if event["event"] == "created":
+                branch = NeonBranch.from_dict(event["branch"])
+                created[branch.branch_id] = (BranchRole(event["role"]), branch)
+            elif event["event"] == "deleted":
+                deleted.add(event["branch_id"])
+        return [
+            RecordedBranch(role, branch, branch_id in deleted)
+            for branch_id, (role, branch) in created.items()
+        ]
+
+    def created_ids(self) -> set[str]:
+        return {recorded.branch.branch_id for recorded in self.branches()}
+
+    def _append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record) + "\n"
+        with self.lock("events"):
+            fd = os.open(self.path / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+
+
+def abandoned_runs(root: Path) -> list[RunDirectory]:
+    """Runs on this host whose owning process is gone (killed, or crashed hard)."""
+    runs_dir = root / "runs"
+    if not runs_dir.is_dir():
+        return []
+    host = socket.gethostname()
+    found = []
+    for path in sorted(runs_dir.iterdir()):
+        try:
+            owner = _read_json(path / OWNER_FILE)
+        except (OSError, ValueError):
+            # A run directory without a readable owner file is a create() that was
+            # interrupted; give it a minute before calling it abandoned.
+            with contextlib.suppress(OSError):
+                if time.time() - path.stat().st_mtime > 60:
+                    found.append(RunDirectory(path))
+            continue
+        if owner.get("host") == host and not _process_alive(int(owner["pid"])):
+            found.append(RunDirectory(path))
+    return found
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is dead for our purposes.
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _unwrap(data: dict[str, Any]) -> Any:
+    if "error" in data:
+        kind = getattr(errors, data.get("kind", ""), errors.NeonAlembicError)
+        if not (isinstance(kind, type) and issubclass(kind, errors.NeonAlembicError)):
+            kind = errors.NeonAlembicError
+        raise kind(data["error"])
+    return data["value"]
+
+
+def _write_json(path: Path, data: Any) -> None:
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        json.dump(data, file)
+    os.replace(temporary, path)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

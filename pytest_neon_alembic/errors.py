@@ -1,0 +1,32 @@
+"""The exceptions the plugin raises: each one carries a message a user can act on.
+
+The plugin turns every ``NeonAlembicError`` into one pytest error with that
+message, never a traceback from deep inside, so the message must say what was
+checked and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class NeonAlembicError(Exception):
+    """Base class: something the user can fix (configuration, migrations, server)."""
+
+
+class ConfigError(NeonAlembicError):
+    """An option or environment variable is missing, malformed or contradictory."""
+
+
+class PostgresNotFoundError(NeonAlembicError):
+    """No PostgreSQL server binaries were found for the embedded server."""
+
+
+class ServerError(NeonAlembicError):
+    """A PostgreSQL server could not be started, reached, or used as required."""
+
+
+class MigrationError(NeonAlembicError):
+    """Alembic could not bring the migration branch to head."""
+
+
+class GuardError(NeonAlembicError):
+    """An operation was refused because this session did not create the branch."""

@@ -1,0 +1,330 @@
+"""The public fixtures. Their docstrings are user documentation (``pytest --fixtures``)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from .branch import NeonBranch
+from .errors import NeonAlembicError
+from .migrations import sqlalchemy_url
+from .session import BranchSession
+
+T = TypeVar("T")
+SESSION_KEY = pytest.StashKey[BranchSession]()
+
+# Which branch DATABASE_URL holds during a test: the first of these the test uses.
+ENV_VAR_PRIORITY = (
+    "neon_branch_isolated",
+    "neon_branch_shared",
+    "neon_branch_dirty",
+    "neon_branch_readonly",
+)
+
+
+def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
+    """Run a setup step; a NeonAlembicError becomes one clear pytest error, not a traceback.
+
+    It also stops the session after the current test: when the database cannot
+    be set up, every other test would fail with the same message.
+    """
+    try:
+        return step()
+    except NeonAlembicError as error:
+        request.session.shouldfail = "pytest-neon-alembic could not set up the database"
+        pytest.fail(f"pytest-neon-alembic: {error}", pytrace=False)
+
+
+def _engine(branch: NeonBranch) -> sa.Engine:
+    return sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
+
+
+def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> str:
+    marker = request.node.get_closest_marker("neon")
+    if marker is not None and "reset" in marker.kwargs:
+        return marker.kwargs["reset"]
+    return session.settings.reset
+
+
+# -- the migration branch ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _neon_session(request: pytest.FixtureRequest) -> BranchSession:
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture(scope="session")
+def neon_migration_branch(
+    request: pytest.FixtureRequest, _neon_session: BranchSession
+) -> NeonBranch:
+    """NeonBranch of the migration branch, where ``neon_apply_migrations`` runs once per run.
+
+    Use it in your own ``neon_apply_migrations``; tests should use the
+    read-only, dirty or isolated branches, which are copies of its final state.
+    """
+    return _setup(request, _neon_session.migration_branch)
+
+
+@pytest.fixture(scope="session")
+def _neon_migration_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
+    """pytest-neon 2.x's name for ``neon_migration_branch``, for existing overrides."""
+    return neon_migration_branch
+
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(neon_migration_branch: NeonBranch, _neon_session: BranchSession) -> None:
+    """Brings the migration branch to the state every test starts from; runs once per run.
+
+    The default runs ``alembic upgrade head`` in-process, with the migration
+    branch's connection injected as ``config.attributes["connection"]``, using
+    ``--neon-alembic-ini`` or the rootdir's ``alembic.ini`` (none: no migration).
+    Override it in ``conftest.py`` for other tools; ``DATABASE_URL`` (or
+    ``--neon-env-var``) holds the migration branch while it runs, and with
+    pytest-xdist it still runs in one process only::
+
+        @pytest.fixture(scope="session")
+        def neon_apply_migrations(neon_migration_branch):
+            subprocess.run(["alembic", "upgrade", "head"], check=True)
+    """
+    _neon_session.apply_alembic(neon_migration_branch)
+
+
+@pytest.fixture(scope="session")
+def _neon_migrated(request: pytest.FixtureRequest, _neon_session: BranchSession) -> NeonBranch:
+    def apply(branch: NeonBranch) -> None:
+        with _neon_session.environment(branch):
+            request.getfixturevalue("neon_apply_migrations")
+
+    return _setup(request, lambda: _neon_session.migrated_branch(apply))
+
+
+# -- branches ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def neon_branch_readonly(
+    request: pytest.FixtureRequest, _neon_session: BranchSession, _neon_migrated: NeonBranch
+) -> NeonBranch:
+    """NeonBranch with read-only access to the migrated state; costs nothing per test.
+
+    Read-only is enforced by the database (a read-only endpoint on Neon, a role
+    that may only SELECT locally): any write raises. Shared by all tests and
+    xdist workers.
+    """
+    return _setup(request, lambda: _neon_session.readonly_branch(_neon_migrated))
+
+
+@pytest.fixture(scope="session")
+def neon_branch_dirty(
+    request: pytest.FixtureRequest, _neon_session: BranchSession, _neon_migrated: NeonBranch
+) -> NeonBranch:
+    """NeonBranch on one branch shared by all tests and xdist workers; writes persist, no reset.
+
+    Starts from the migrated state. Fast, but tests see each other's data: use
+    it for tests that tolerate that, ``neon_branch_isolated`` for the others.
+    """
+    return _setup(request, lambda: _neon_session.dirty_branch(_neon_migrated))
+
+
+@pytest.fixture(scope="session")
+def _neon_isolated_branch(
+    request: pytest.FixtureRequest, _neon_session: BranchSession, _neon_migrated: NeonBranch
+) -> Iterator[NeonBranch]:
+    branch = _setup(request, lambda: _neon_session.isolated_branch(_neon_migrated))
+    yield branch
+    with contextlib.suppress(NeonAlembicError):
+        _neon_session.delete(branch)
+
+
+@pytest.fixture
+def neon_branch_isolated(
+    request: pytest.FixtureRequest,
+    _neon_session: BranchSession,
+    _neon_migrated: NeonBranch,
+    _neon_isolated_branch: NeonBranch,
+) -> Iterator[NeonBranch]:
+    """NeonBranch on this worker's own branch, in the migrated state at the start of every test.
+
+    The test may do anything (commit, DDL, several connections). Afterwards the
+    branch is reset to the migrated state — data, schema and sequences — but
+    only if the database saw a write; its open connections are terminated then,
+    so use ``pool_pre_ping=True`` in engines you create. With
+    ``@pytest.mark.neon(reset="transaction")`` or ``--neon-reset=transaction``,
+    ``neon_session`` runs inside one rolled-back transaction instead, and a
+    reset happens only if something was committed anyway.
+    """
+    strategy = _reset_strategy(request, _neon_session)
+    marker = _setup(request, lambda: _neon_session.before_test(_neon_isolated_branch))
+    yield _neon_isolated_branch
+    _setup(
+        request,
+        lambda: _neon_session.after_test(
+            _neon_isolated_branch,
+            _neon_migrated,
+            marker,
+            committed_only=strategy == "transaction",
+        ),
+    )
+
+
+@pytest.fixture
+def neon_branch_readwrite(neon_branch_isolated: NeonBranch) -> NeonBranch:
+    """Deprecated alias of ``neon_branch_isolated`` (pytest-neon 2.x)."""
+    warnings.warn(
+        "neon_branch_readwrite is deprecated: use neon_branch_isolated (writes, reset after "
+        "each test) or neon_branch_dirty (shared state).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return neon_branch_isolated
+
+
+@pytest.fixture
+def neon_branch(neon_branch_isolated: NeonBranch) -> NeonBranch:
+    """Deprecated alias of ``neon_branch_isolated`` (pytest-neon 1.x/2.x)."""
+    warnings.warn(
+        "neon_branch is deprecated: use neon_branch_isolated (writes, reset after each test), "
+        "neon_branch_dirty (shared state) or neon_branch_readonly (reads only).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return neon_branch_isolated
+
+
+_module_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def neon_branch_shared(
+    request: pytest.FixtureRequest, _neon_session: BranchSession, _neon_migrated: NeonBranch
+) -> Iterator[NeonBranch]:
+    """NeonBranch on one branch per test module (per xdist worker), never reset.
+
+    Starts from the migrated state; the module's tests see each other's writes;
+    deleted when the module's tests are done.
+    """
+    number = next(_module_numbers)
+    branch = _setup(request, lambda: _neon_session.shared_branch(_neon_migrated, number))
+    yield branch
+    with contextlib.suppress(NeonAlembicError):
+        _neon_session.delete(branch)
+
+
+@pytest.fixture(autouse=True)
+def _neon_database_url(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Sets DATABASE_URL to the branch this test asked for, and restores it afterwards."""
+    chosen = next((name for name in ENV_VAR_PRIORITY if name in request.fixturenames), None)
+    if chosen is None:
+        yield
+        return
+    branch = request.getfixturevalue(chosen)
+    session: BranchSession = request.getfixturevalue("_neon_session")
+    with session.environment(branch):
+        yield
+
+
+# -- engines, sessions and connections -----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def _neon_isolated_engine(_neon_isolated_branch: NeonBranch) -> Iterator[sa.Engine]:
+    engine = _engine(_neon_isolated_branch)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def neon_engine(neon_branch_isolated: NeonBranch, _neon_isolated_engine: sa.Engine) -> sa.Engine:
+    """SQLAlchemy Engine (psycopg 3, pool_pre_ping=True) on ``neon_branch_isolated``.
+
+    Its pool lives for the whole session: a test that wrote nothing leaves its
+    connections open for the next test; after a reset they are replaced.
+    """
+    return _neon_isolated_engine
+
+
+@pytest.fixture
+def neon_session(
+    request: pytest.FixtureRequest, _neon_session: BranchSession, neon_engine: sa.Engine
+) -> Iterator[Session]:
+    """SQLAlchemy Session on ``neon_engine``, closed after the test.
+
+    With the ``transaction`` reset strategy it is bound to one connection in an
+    outer transaction that is rolled back after the test; ``commit()`` inside
+    the test releases a savepoint instead (``join_transaction_mode="create_savepoint"``).
+    """
+    if _reset_strategy(request, _neon_session) != "transaction":
+        with Session(neon_engine) as session:
+            yield session
+        return
+    with neon_engine.connect() as connection:
+        outer = connection.begin()
+        session = Session(bind=connection, join_transaction_mode="create_savepoint")
+        try:
+            yield session
+        finally:
+            session.close()
+            outer.rollback()
+
+
+@pytest.fixture(scope="session")
+def neon_engine_readonly(neon_branch_readonly: NeonBranch) -> Iterator[sa.Engine]:
+    """SQLAlchemy Engine (pool_pre_ping=True) on ``neon_branch_readonly``; writes raise."""
+    engine = _engine(neon_branch_readonly)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def neon_engine_dirty(neon_branch_dirty: NeonBranch) -> Iterator[sa.Engine]:
+    """SQLAlchemy Engine (pool_pre_ping=True) on ``neon_branch_dirty``."""
+    engine = _engine(neon_branch_dirty)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def neon_connection(neon_branch_isolated: NeonBranch) -> Iterator[Any]:
+    """psycopg2 connection on ``neon_branch_isolated``; rolled back and closed after the test.
+
+    Needs psycopg2: ``pip install "pytest-neon-alembic[psycopg2]"``.
+    """
+    try:
+        import psycopg2
+    except ImportError:
+        pytest.fail(
+            "neon_connection needs psycopg2: pip install 'pytest-neon-alembic[psycopg2]' "
+            "(or use neon_connection_psycopg for psycopg 3).",
+            pytrace=False,
+        )
+    connection = psycopg2.connect(neon_branch_isolated.connection_string)
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def neon_connection_psycopg(neon_branch_isolated: NeonBranch) -> Iterator[Any]:
+    """psycopg 3 connection on ``neon_branch_isolated``; rolled back and closed after the test."""
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pytest.fail("neon_connection_psycopg needs psycopg 3: pip install psycopg", pytrace=False)
+    connection = psycopg.connect(neon_branch_isolated.connection_string)
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        connection.close()

@@ -1,0 +1,182 @@
+"""Alembic: find the project's configuration and upgrade a branch to head in-process.
+
+The branch's connection is injected as ``config.attributes["connection"]``
+(pytest-alembic's convention). Real ``env.py`` files use the injected object in
+one of two shapes: they call ``.connect()`` on it (pytest-alembic's snippet; an
+Engine works there, a SQLAlchemy 2 Connection does not), or they use it as a
+Connection directly and may commit on it themselves (an Engine fails there, and
+so does a Connection already inside ``begin()``). We inject a Connection that
+also answers ``.connect()``, outside any transaction, so both shapes work
+without the user choosing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from .errors import MigrationError
+from .redact import mask_text
+
+ENV_PY_SNIPPET = """\
+    connectable = config.attributes.get("connection", None)
+    if connectable is None:
+        connectable = engine_from_config(config.get_section(config.config_ini_section), ...)
+    with connectable.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()"""
+
+
+class InjectedConnection(Connection):
+    """A Connection that also behaves like an Engine's ``connect()`` for env.py files."""
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[InjectedConnection]:  # type: ignore[override]
+        # The caller's `with ... as connection:` must not close our connection:
+        # we commit and verify after env.py returns.
+        yield self
+
+
+def sqlalchemy_url(connection_string: str) -> str:
+    """The SQLAlchemy URL for a libpq connection string, using psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if connection_string.startswith(prefix):
+            return "postgresql+psycopg://" + connection_string[len(prefix) :]
+    return connection_string
+
+
+@dataclass(frozen=True)
+class AlembicProject:
+    """A project's Alembic configuration, located once per session."""
+
+    ini_path: Path
+
+    def config(self):  # -> alembic.config.Config
+        from alembic.config import Config
+
+        if not self.ini_path.is_file():
+            raise MigrationError(f"Alembic configuration {self.ini_path} does not exist.")
+        config = Config(str(self.ini_path))
+        try:
+            location = config.get_main_option("script_location")
+        except Exception as error:  # configparser errors on a malformed file
+            raise MigrationError(f"Cannot read {self.ini_path}: {error}") from error
+        if not location:
+            raise MigrationError(
+                f"{self.ini_path} has no script_location in its [alembic] section. Add "
+                "`script_location = %(here)s/alembic` (the folder holding env.py)."
+            )
+        resolved = self._resolve_script_location(location)
+        if resolved != location:
+            config.set_main_option("script_location", resolved.replace("%", "%%"))
+        return config
+
+    def _resolve_script_location(self, location: str) -> str:
+        """Relative locations are read from the ini's folder, whatever the working directory."""
+        if ":" in location and not Path(location).is_absolute():
+            return location  # package resource, e.g. "myapp:migrations"
+        path = Path(location)
+        if not path.is_absolute():
+            beside_ini = self.ini_path.parent / path
+            path = beside_ini if beside_ini.exists() or not path.exists() else path.resolve()
+        if not (path / "env.py").is_file():
+            raise MigrationError(
+                f"script_location in {self.ini_path} is {location!r}, but {path} has no env.py. "
+                "Point script_location at the folder `alembic init` created (the one with "
+                "env.py and versions/), e.g. `script_location = %(here)s/alembic`."
+            )
+        return str(path)
+
+    def script_directory(self):  # -> alembic.script.ScriptDirectory
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self.config())
+
+    def upgrade(self, connection_string: str, target: str = "heads") -> None:
+        """Run ``alembic upgrade`` in this process on the given database.
+
+        Raises MigrationError naming the revision and the database error when
+        a migration fails, and when env.py migrated some other database.
+        """
+        from alembic import command
+
+        config = self.config()
+        script = self.script_directory()
+        engine = sa.create_engine(sqlalchemy_url(connection_string), poolclass=NullPool)
+        engine._connection_cls = InjectedConnection  # connect() returns our subclass
+        try:
+            with engine.connect() as connection:
+                config.attributes["connection"] = connection
+                try:
+                    command.upgrade(config, target)
+                    if connection.in_transaction():
+                        connection.commit()
+                except Exception as error:
+                    with contextlib.suppress(Exception):
+                        connection.rollback()
+                    raise self._explain_failure(error, script) from error
+                self._check_migrated(connection, config, script)
+        finally:
+            engine.dispose()
+
+    def _check_migrated(self, connection: Connection, config, script) -> None:
+        """Detect an env.py that ignored the injected connection."""
+        heads = set(script.get_heads())
+        if not heads:
+            return
+        from alembic.runtime.migration import MigrationContext
+
+        options = {}
+        version_table = config.get_main_option("version_table")
+        if version_table:
+            options["version_table"] = version_table
+        version_schema = config.get_main_option("version_table_schema")
+        if version_schema:
+            options["version_table_schema"] = version_schema
+        current = set(MigrationContext.configure(connection, opts=options).get_current_heads())
+        connection.rollback()
+        if not heads <= current:
+            raise MigrationError(
+                f"`alembic upgrade head` finished, but the migration branch is not at head "
+                f"(it is at {sorted(current) or 'no revision'}; head is {sorted(heads)}). "
+                f"Your env.py ({Path(script.dir) / 'env.py'}) most likely ignored the "
+                "connection the plugin injects and migrated another database. Make "
+                "run_migrations_online() use it:\n\n" + ENV_PY_SNIPPET
+            )
+
+    def _explain_failure(self, error: Exception, script) -> MigrationError:
+        if isinstance(error, MigrationError):
+            return error
+        revision = _failing_revision(error, script)
+        where = "Alembic failed"
+        if revision is not None:
+            where = (
+                f"Migration {revision.revision} ({revision.doc or 'no message'}, "
+                f"{revision.path}) failed"
+            )
+        detail = mask_text(str(error).strip() or type(error).__name__)
+        return MigrationError(f"{where}: {type(error).__name__}: {detail}")
+
+
+def _failing_revision(error: BaseException, script):
+    """The revision whose script raised, found from the traceback's frames."""
+    by_path = {}
+    for revision in script.walk_revisions():
+        if revision.path:
+            by_path[str(Path(revision.path).resolve())] = revision
+    current: BaseException | None = error
+    while current is not None:
+        for frame in reversed(traceback.extract_tb(current.__traceback__)):
+            found = by_path.get(str(Path(frame.filename).resolve()))
+            if found is not None:
+                return found
+        current = current.__cause__ or current.__context__
+    return None

@@ -1,0 +1,128 @@
+"""pytest wiring: options, the marker, fixtures, xdist hand-over, and the summary.
+
+Everything else lives in plain modules; this file only connects them to pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+
+from .config import OPTIONS, read_settings
+from .coordination import RunDirectory, state_root
+from .errors import NeonAlembicError
+from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
+    SESSION_KEY,
+    _neon_database_url,
+    _neon_isolated_branch,
+    _neon_isolated_engine,
+    _neon_migrated,
+    _neon_migration_branch,
+    _neon_session,
+    neon_apply_migrations,
+    neon_branch,
+    neon_branch_dirty,
+    neon_branch_isolated,
+    neon_branch_readonly,
+    neon_branch_readwrite,
+    neon_branch_shared,
+    neon_connection,
+    neon_connection_psycopg,
+    neon_engine,
+    neon_engine_dirty,
+    neon_engine_readonly,
+    neon_migration_branch,
+    neon_session,
+)
+from .session import BranchSession, Report, reap_abandoned_runs
+
+RUN_DIR_KEY = "neon_alembic_run_dir"
+REPORT_KEY = pytest.StashKey[Report]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("neon", "pytest-neon-alembic: database branches for tests")
+    for option in OPTIONS:
+        where = f" [env {option.env}; ini {option.ini}]" if option.env else f" [ini {option.ini}]"
+        default = "" if option.default in (None, False) else f" (default: {option.default})"
+        kwargs: dict = {"dest": option.ini, "default": None, "help": option.help + default + where}
+        if option.kind == "bool":
+            kwargs["action"] = "store_true"
+        elif option.kind == "choice":
+            kwargs["choices"] = option.choices
+        group.addoption(option.flag, **kwargs)
+        parser.addini(option.ini, option.help, default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
+    )
+    try:
+        settings = read_settings(
+            cli=lambda name: config.getoption("neon_" + name),
+            ini=lambda name: config.getini(name),
+            environ=os.environ,
+            rootdir=Path(config.rootpath),
+            invocation_dir=Path(config.invocation_params.dir),
+            ini_dir=Path(config.inipath).parent if config.inipath else None,
+        )
+    except NeonAlembicError as error:
+        raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
+
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and RUN_DIR_KEY in workerinput:
+        run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))
+        session = BranchSession(settings, run, owner=False, worker=workerinput["workerid"])
+    else:
+        with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
+            reap_abandoned_runs()
+        run = RunDirectory.create(state_root())
+        session = BranchSession(settings, run, owner=True, worker="main")
+    config.stash[SESSION_KEY] = session
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHandOver(run), "neon-alembic-xdist")
+
+
+class _XdistHandOver:
+    """Gives each xdist worker the run directory, so all processes share one run."""
+
+    def __init__(self, run: RunDirectory) -> None:
+        self.run = run
+
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput[RUN_DIR_KEY] = str(self.run.path)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _finish(session.config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _finish(config)  # no-op after sessionfinish; cleans up if the session never finished
+
+
+def _finish(config: pytest.Config) -> None:
+    branch_session = config.stash.get(SESSION_KEY, None)
+    if branch_session is None:
+        return
+    del config.stash[SESSION_KEY]
+    branch_session.finish_worker()
+    if branch_session.owner:
+        report = branch_session.finish_run()
+        if report is not None:
+            config.stash[REPORT_KEY] = report
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    report = config.stash.get(REPORT_KEY, None)
+    if report is None or not report.used:
+        return
+    terminalreporter.write_sep("-", "pytest-neon-alembic")
+    for line in report.lines():
+        terminalreporter.write_line(line)

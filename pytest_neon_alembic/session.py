@@ -1,0 +1,362 @@
+"""The branches of one test run: created once, guarded, reset, and deleted at the end.
+
+``BranchSession`` is what the fixtures talk to. It knows nothing of pytest: it
+combines the settings, the run directory shared by the run's processes, and a
+backend. Shared work (server, migration, read-only access, dirty branch) goes
+through ``RunDirectory.run_once`` so it happens in one process; per-worker
+branches (isolated, shared) are made by the worker that needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .backends.base import Backend
+from .backends.local import LocalBackend
+from .branch import BranchRole, NeonBranch
+from .config import Settings
+from .coordination import RunDirectory, abandoned_runs, state_root
+from .errors import ConfigError, GuardError, MigrationError, NeonAlembicError
+from .migrations import AlembicProject
+
+
+@dataclass
+class ResetStats:
+    """What the reset strategy did in this process."""
+
+    resets: int = 0
+    clean: int = 0
+    durations: list[float] = field(default_factory=list)
+
+
+class BranchSession:
+    """One process's view of the run's branches."""
+
+    def __init__(self, settings: Settings, run: RunDirectory, *, owner: bool, worker: str) -> None:
+        self.settings = settings
+        self.run = run
+        self.owner = owner  # this process deletes everything and stops the server at the end
+        self.worker = worker
+        self.stats = ResetStats()
+        self._backend: Backend | None = None
+        self._created_here: set[str] = set()
+
+    # -- the backend ----------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = build_backend(self.run.run_once("backend", self._start_backend))
+        return self._backend
+
+    def _start_backend(self) -> dict[str, Any]:
+        settings = self.settings
+        owner_pid = self.run.owner_pid()
+        if settings.backend == "neon":
+            raise ConfigError(
+                "The Neon backend was selected (NEON_API_KEY and NEON_PROJECT_ID are set, or "
+                "--neon-backend=neon), but this version of pytest-neon-alembic only has the local "
+                "backend. Use --neon-backend=local (or unset the Neon credentials)."
+            )
+        if settings.local_url:
+            backend = LocalBackend(
+                settings.local_url,
+                run_id=self.run.run_id,
+                owner_pid=owner_pid,
+                parent_database=settings.parent_branch,
+                server_label="server",
+            )
+            backend.check_privileges()
+            backend.drop_abandoned(_marker_is_abandoned)
+            return {"kind": "local", "local": backend.to_state(), "server": None}
+        from .backends.embedded import EmbeddedServer
+
+        server = EmbeddedServer.start(self.run.path, state_root() / "cache")
+        self.run.record_event("server", state=server.to_state())
+        backend = LocalBackend(
+            server.admin_url,
+            run_id=self.run.run_id,
+            owner_pid=owner_pid,
+            parent_database=settings.parent_branch,
+            server_label="embedded",
+        )
+        return {"kind": "local", "local": backend.to_state(), "server": server.to_state()}
+
+    # -- branches -------------------------------------------------------------------------
+
+    def branch_name(self, suffix: str) -> str:
+        return f"pytest_{self.run.run_id}_{suffix}"
+
+    def create(self, role: BranchRole, suffix: str, parent: NeonBranch | None) -> NeonBranch:
+        if parent is not None:
+            self.guard(parent, "branch from")
+        branch = self.backend.create_branch(self.branch_name(suffix), parent)
+        self._created_here.add(branch.branch_id)
+        self.run.record_created(role, branch)
+        return branch
+
+    def guard(self, branch: NeonBranch, action: str) -> None:
+        """Refuse to touch a branch that this run did not create."""
+        if branch.branch_id in self._created_here or branch.branch_id in self.run.created_ids():
+            return
+        raise GuardError(
+            f"Refusing to {action} branch {branch.branch_id!r}: this test session did not create "
+            "it. pytest-neon-alembic only modifies the branches it creates."
+        )
+
+    def delete(self, branch: NeonBranch) -> None:
+        self.guard(branch, "delete")
+        self.backend.delete_branch(branch)
+        self.run.record_deleted(branch)
+
+    def migration_branch(self) -> NeonBranch:
+        """The migration branch, created once per run (not yet migrated)."""
+        return self._shared(
+            "migration-branch", lambda: self.create(BranchRole.MIGRATION, "migration", None)
+        )
+
+    def migrated_branch(self, apply_migrations: Callable[[NeonBranch], None]) -> NeonBranch:
+        """The migration branch after ``apply_migrations`` ran on it, exactly once per run."""
+
+        def migrate() -> NeonBranch:
+            branch = self.migration_branch()
+            self.guard(branch, "migrate")
+            started = time.perf_counter()
+            try:
+                apply_migrations(branch)
+            except NeonAlembicError:
+                self._discard(branch)
+                raise
+            except Exception as error:
+                self._discard(branch)
+                raise MigrationError(
+                    f"neon_apply_migrations failed: {type(error).__name__}: {error}"
+                ) from error
+            self.backend.seal(branch)
+            self.run.record_event("migrated", seconds=time.perf_counter() - started)
+            return branch
+
+        return self._shared("migrated", migrate)
+
+    def readonly_branch(self, migrated: NeonBranch) -> NeonBranch:
+        def create() -> NeonBranch:
+            self.guard(migrated, "branch from")
+            branch = self.backend.create_readonly(self.branch_name("readonly"), migrated)
+            self.run.record_created(BranchRole.READONLY, branch)
+            return branch
+
+        return self._shared("readonly", create)
+
+    def dirty_branch(self, migrated: NeonBranch) -> NeonBranch:
+        return self._shared("dirty", lambda: self.create(BranchRole.DIRTY, "dirty", migrated))
+
+    def isolated_branch(self, migrated: NeonBranch) -> NeonBranch:
+        return self.create(BranchRole.ISOLATED, f"isolated_{self.worker}", migrated)
+
+    def shared_branch(self, migrated: NeonBranch, number: int) -> NeonBranch:
+        return self.create(BranchRole.SHARED, f"shared_{self.worker}_{number}", migrated)
+
+    def _shared(self, step: str, create: Callable[[], NeonBranch]) -> NeonBranch:
+        return NeonBranch.from_dict(self.run.run_once(step, lambda: create().to_dict()))
+
+    def _discard(self, branch: NeonBranch) -> None:
+        with contextlib.suppress(NeonAlembicError):
+            self.delete(branch)
+
+    # -- migrations -----------------------------------------------------------------------
+
+    def alembic_project(self) -> AlembicProject | None:
+        if self.settings.alembic_ini is None:
+            return None
+        return AlembicProject(self.settings.alembic_ini)
+
+    def apply_alembic(self, branch: NeonBranch) -> None:
+        """The default ``neon_apply_migrations``: ``alembic upgrade head``, if there is a config."""
+        project = self.alembic_project()
+        if project is not None:
+            self.guard(branch, "migrate")
+            project.upgrade(branch.connection_string)
+
+    @contextlib.contextmanager
+    def environment(self, branch: NeonBranch) -> Iterator[None]:
+        """``DATABASE_URL`` (or --neon-env-var) set to ``branch``, restored afterwards."""
+        name = self.settings.env_var
+        previous = os.environ.get(name)
+        os.environ[name] = branch.connection_string
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
+
+    # -- resets ---------------------------------------------------------------------------
+
+    def before_test(self, branch: NeonBranch) -> Any:
+        return self.backend.write_marker(branch)
+
+    def after_test(
+        self, branch: NeonBranch, source: NeonBranch, marker: Any, *, committed_only: bool = False
+    ) -> None:
+        """Reset ``branch`` to ``source`` if the database saw a write since ``marker``.
+
+        ``committed_only``: writes that were rolled back do not count (the
+        transaction strategy, which rolls back everything it opened).
+        """
+        if not self.backend.wrote_since(branch, marker, committed_only=committed_only):
+            self.stats.clean += 1
+            return
+        self.guard(branch, "reset")
+        started = time.perf_counter()
+        self.backend.reset_branch(branch, source)
+        self.stats.durations.append(time.perf_counter() - started)
+        self.stats.resets += 1
+
+    def finish_worker(self) -> None:
+        """Record this process's reset figures for the report."""
+        stats = self.stats
+        if stats.resets or stats.clean:
+            self.run.record_event(
+                "resets",
+                worker=self.worker,
+                resets=stats.resets,
+                clean=stats.clean,
+                durations=stats.durations,
+            )
+        if self._backend is not None:
+            self._backend.close()
+
+    # -- the end of the run (owner only) ----------------------------------------------------
+
+    def finish_run(self) -> Report | None:
+        """Delete what the run created, stop the server, and report; owner process only."""
+        backend_state = self.run.done_quietly("backend")
+        report = self.report(backend_state)
+        if backend_state is None:
+            self.run.remove()
+            return report
+        backend = build_backend(backend_state)
+        try:
+            pending = [recorded for recorded in self.run.branches() if not recorded.deleted]
+            if self.settings.keep_branches:
+                report.kept = len(pending)
+                self.run.mark_kept()
+                for recorded in pending:
+                    with contextlib.suppress(NeonAlembicError):
+                        backend.keep_branch(recorded.branch)
+            else:
+                for recorded in reversed(pending):
+                    with contextlib.suppress(NeonAlembicError):
+                        backend.delete_branch(recorded.branch)
+                        self.run.record_deleted(recorded.branch)
+                        report.deleted += 1
+        finally:
+            backend.close()
+            if backend_state.get("server") and not self.settings.keep_branches:
+                from .backends.embedded import EmbeddedServer
+
+                EmbeddedServer.from_state(backend_state["server"]).stop()
+        if not self.settings.keep_branches:
+            self.run.remove()
+        return report
+
+    def report(self, backend_state: dict[str, Any] | None) -> Report:
+        report = Report()
+        if backend_state is None:
+            return report
+        report.used = True
+        with contextlib.suppress(NeonAlembicError):
+            report.backend = self.backend.describe()
+        for event in self.run.events():
+            kind = event["event"]
+            if kind == "created":
+                report.created += 1
+            elif kind == "deleted":
+                report.deleted += 1
+            elif kind == "migrated":
+                report.migration_seconds = event["seconds"]
+            elif kind == "resets":
+                report.resets += event["resets"]
+                report.clean += event["clean"]
+                report.durations.extend(event["durations"])
+        return report
+
+
+@dataclass
+class Report:
+    """The figures of the terminal summary."""
+
+    used: bool = False
+    backend: str = ""
+    migration_seconds: float | None = None
+    created: int = 0
+    deleted: int = 0
+    kept: int = 0
+    resets: int = 0
+    clean: int = 0
+    durations: list[float] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        migration = (
+            "not run" if self.migration_seconds is None else f"{self.migration_seconds:.2f} s"
+        )
+        lines = [
+            f"backend: {self.backend}",
+            f"migrations: {migration}",
+            f"branches: {self.created} created, {self.deleted} deleted"
+            + (f", {self.kept} kept (--neon-keep-branches)" if self.kept else ""),
+        ]
+        resets = f"resets: {self.resets} done, {self.clean} skipped as clean"
+        if self.durations:
+            resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
+        lines.append(resets)
+        return lines
+
+
+def build_backend(state: dict[str, Any]) -> Backend:
+    if state["kind"] == "local":
+        return LocalBackend.from_state(state["local"])
+    raise ConfigError(f"Unknown backend kind {state['kind']!r}")
+
+
+def reap_abandoned_runs() -> list[str]:
+    """Clean up after runs whose process was killed: servers, databases, files."""
+    from .backends.embedded import stop_abandoned_server
+
+    cleaned = []
+    for run in abandoned_runs(state_root()):
+        state = run.done_quietly("backend")
+        if state and state.get("server"):
+            stop_abandoned_server(run.path)
+        elif state and state.get("local") and not run.kept():
+            with contextlib.suppress(Exception):
+                backend = build_backend(state)
+                try:
+                    for recorded in reversed(run.branches()):
+                        if not recorded.deleted:
+                            backend.delete_branch(recorded.branch)
+                finally:
+                    backend.close()
+        run.remove()
+        cleaned.append(run.run_id)
+    return cleaned
+
+
+def _marker_is_abandoned(marker: dict[str, Any]) -> bool:
+    """A database left by a run on this host whose process is gone (and not kept on purpose)."""
+    from .coordination import _process_alive
+
+    if marker.get("kept"):
+        return False
+    return marker.get("host") == socket.gethostname() and not _process_alive(int(marker["pid"]))
+
+
+__all__ = ["BranchSession", "Report", "reap_abandoned_runs"]
