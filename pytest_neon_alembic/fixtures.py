@@ -38,8 +38,10 @@ def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
     try:
         return step()
     except NeonAlembicError as error:
-        request.session.shouldfail = "pytest-neon-alembic could not set up the database"
-        pytest.fail(f"pytest-neon-alembic: {error}", pytrace=False)
+        message = str(error)
+    # Outside the except block, so the report shows the message, not a chain of tracebacks.
+    request.session.shouldfail = "pytest-neon-alembic could not set up the database"
+    pytest.fail(f"pytest-neon-alembic: {message}", pytrace=False)
 
 
 def _engine(branch: NeonBranch) -> sa.Engine:

@@ -162,8 +162,14 @@ class AlembicProject:
                 f"Migration {revision.revision} ({revision.doc or 'no message'}, "
                 f"{revision.path}) failed"
             )
-        detail = mask_text(str(error).strip() or type(error).__name__)
-        return MigrationError(f"{where}: {type(error).__name__}: {detail}")
+        if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+            # The database's own words and the statement, without SQLAlchemy's wrapping.
+            detail = f"{type(error.orig).__name__}: {str(error.orig).strip()}"
+            if error.statement:
+                detail += f"\nSQL: {error.statement.strip()}"
+        else:
+            detail = f"{type(error).__name__}: {str(error).strip()}"
+        return MigrationError(f"{where}: {mask_text(detail)}")
 
 
 def _failing_revision(error: BaseException, script):
