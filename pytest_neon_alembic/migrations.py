@@ -100,8 +100,8 @@ class AlembicProject:
 
         return ScriptDirectory.from_config(self.config())
 
-    def upgrade(self, connection_string: str, target: str = "heads") -> None:
-        """Run ``alembic upgrade`` in this process on the given database.
+    def upgrade(self, connection_string: str) -> None:
+        """Run ``alembic upgrade heads`` in this process on the given database.
 
         Raises MigrationError naming the revision and the database error when
         a migration fails, and when env.py migrated some other database.
@@ -116,7 +116,7 @@ class AlembicProject:
             with engine.connect() as connection:
                 config.attributes["connection"] = connection
                 try:
-                    command.upgrade(config, target)
+                    command.upgrade(config, "heads")
                     if connection.in_transaction():
                         connection.commit()
                 except Exception as error:

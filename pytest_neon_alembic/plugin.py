@@ -74,6 +74,13 @@ def pytest_configure(config: pytest.Config) -> None:
     except NeonAlembicError as error:
         raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
 
+    if not config.getoption("pytest_alembic_registration_enabled", default=False):
+        # pytest-alembic binds its built-in tests to tests/conftest.py even without
+        # --test-alembic, and that collector crashes on pytest >= 9.2 ("'TestCollector'
+        # object has no attribute '_nodeid'"). Its fixtures stay; only the collector
+        # is kept out. --neon-alembic-checks runs its checks without it.
+        config.pluginmanager.set_blocked("pytest-alembic")
+
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and RUN_DIR_KEY in workerinput:
         run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))

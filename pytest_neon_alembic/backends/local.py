@@ -13,7 +13,7 @@ import json
 import secrets
 import socket
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
@@ -32,8 +32,8 @@ def replace_database(
 ) -> str:
     """``url`` pointing at another database (and optionally as another role)."""
     parts = urlsplit(url)
-    user = user if user is not None else parts.username
-    password = password if password is not None else parts.password
+    user = user if user is not None else unquote(parts.username or "")
+    password = password if password is not None else unquote(parts.password or "")
     netloc = ""
     if user:
         netloc = quote(user, safe="")
