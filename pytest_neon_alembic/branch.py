@@ -45,6 +45,14 @@ class NeonBranch:
             f"connection_string={mask_url(self.connection_string)!r})"
         )
 
+    @property
+    def key(self) -> str:
+        """Identity in the run's registry: read-only access to a branch is its own entry
+        (on Neon it is an endpoint of the branch it reads)."""
+        if self.read_only and self.endpoint_id:
+            return f"{self.branch_id}#{self.endpoint_id}"
+        return self.branch_id
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -134,7 +134,7 @@ class RunDirectory:
         self._append({"event": "created", "role": role.value, "branch": branch.to_dict()})
 
     def record_deleted(self, branch: NeonBranch) -> None:
-        self._append({"event": "deleted", "branch_id": branch.branch_id})
+        self._append({"event": "deleted", "key": branch.key})
 
     def record_event(self, event: str, **values: Any) -> None:
         self._append({"event": event, **values})
@@ -153,16 +153,16 @@ class RunDirectory:
         for event in self.events():
             if event["event"] == "created":
                 branch = NeonBranch.from_dict(event["branch"])
-                created[branch.branch_id] = (BranchRole(event["role"]), branch)
+                created[branch.key] = (BranchRole(event["role"]), branch)
             elif event["event"] == "deleted":
-                deleted.add(event["branch_id"])
+                deleted.add(event["key"])
         return [
-            RecordedBranch(role, branch, branch_id in deleted)
-            for branch_id, (role, branch) in created.items()
+            RecordedBranch(role, branch, key in deleted) for key, (role, branch) in created.items()
         ]
 
-    def created_ids(self) -> set[str]:
-        return {recorded.branch.branch_id for recorded in self.branches()}
+    def created_keys(self) -> set[str]:
+        """The ``NeonBranch.key`` of everything this run created."""
+        return {recorded.branch.key for recorded in self.branches()}
 
     def _append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record) + "\n"

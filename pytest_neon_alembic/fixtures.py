@@ -143,7 +143,7 @@ def _neon_isolated_branch(
     branch = _setup(request, lambda: _neon_session.isolated_branch(_neon_migrated))
     yield branch
     with contextlib.suppress(NeonAlembicError):
-        _neon_session.delete(branch)
+        _neon_session.release(branch)
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def neon_branch_shared(
     branch = _setup(request, lambda: _neon_session.shared_branch(_neon_migrated, number))
     yield branch
     with contextlib.suppress(NeonAlembicError):
-        _neon_session.delete(branch)
+        _neon_session.release(branch)
 
 
 @pytest.fixture(autouse=True)

@@ -97,14 +97,16 @@ class BranchSession:
     def create(self, role: BranchRole, suffix: str, parent: NeonBranch | None) -> NeonBranch:
         if parent is not None:
             self.guard(parent, "branch from")
-        branch = self.backend.create_branch(self.branch_name(suffix), parent)
-        self._created_here.add(branch.branch_id)
+        branch = self.backend.create_branch(
+            self.branch_name(suffix), parent, can_expire=role is not BranchRole.MIGRATION
+        )
+        self._created_here.add(branch.key)
         self.run.record_created(role, branch)
         return branch
 
     def guard(self, branch: NeonBranch, action: str) -> None:
         """Refuse to touch a branch that this run did not create."""
-        if branch.branch_id in self._created_here or branch.branch_id in self.run.created_ids():
+        if branch.key in self._created_here or branch.key in self.run.created_keys():
             return
         raise GuardError(
             f"Refusing to {action} branch {branch.branch_id!r}: this test session did not create "
@@ -115,6 +117,11 @@ class BranchSession:
         self.guard(branch, "delete")
         self.backend.delete_branch(branch)
         self.run.record_deleted(branch)
+
+    def release(self, branch: NeonBranch) -> None:
+        """A worker is done with ``branch``: delete it, unless branches are kept."""
+        if not self.settings.keep_branches:
+            self.delete(branch)
 
     def migration_branch(self) -> NeonBranch:
         """The migration branch, created once per run (not yet migrated)."""

@@ -23,8 +23,14 @@ class Backend(ABC):
         """One line for the report, e.g. ``local (embedded PostgreSQL 16.4)``."""
 
     @abstractmethod
-    def create_branch(self, name: str, parent: NeonBranch | None) -> NeonBranch:
-        """A new writable branch, a copy of ``parent`` (None: the configured root parent)."""
+    def create_branch(
+        self, name: str, parent: NeonBranch | None, *, can_expire: bool = True
+    ) -> NeonBranch:
+        """A new writable branch, a copy of ``parent`` (None: the configured root parent).
+
+        ``can_expire=False`` for a branch that will have children (Neon refuses
+        children under a branch with an expiry time).
+        """
 
     @abstractmethod
     def create_readonly(self, name: str, source: NeonBranch) -> NeonBranch:

@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from .. import isolation
 from ..branch import NeonBranch
 from ..errors import ServerError
 from ..redact import mask_text, mask_url
@@ -136,7 +137,9 @@ class LocalBackend(Backend):
 
     # -- branches -----------------------------------------------------------------------
 
-    def create_branch(self, name: str, parent: NeonBranch | None) -> NeonBranch:
+    def create_branch(
+        self, name: str, parent: NeonBranch | None, *, can_expire: bool = True
+    ) -> NeonBranch:
         template = parent.branch_id if parent else self.parent_database
         if parent is not None:
             self._terminate_connections(template)
@@ -197,29 +200,11 @@ class LocalBackend(Backend):
         )
 
     def seal(self, branch: NeonBranch) -> None:
-        """After migrations: no session may stay on a database that is cloned from.
-
-        Sequences also get ``log_cnt = 0`` (``setval`` to their current value): the
-        first ``nextval`` in each clone must then WAL-log and take a transaction id,
-        which is how ``wrote_since`` sees it.
-        """
-        url = replace_database(self.admin_url, branch.branch_id)
-        with psycopg.connect(url, autocommit=True) as connection:
-            connection.execute(
-                """
-                DO $$
-                DECLARE s record;
-                BEGIN
-                  FOR s IN SELECT c.oid::regclass AS seq FROM pg_class c
-                           JOIN pg_namespace n ON n.oid = c.relnamespace
-                           WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_%'
-                  LOOP
-                    EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s',
-                                   s.seq, s.seq);
-                  END LOOP;
-                END $$
-                """
-            )
+        """After migrations: sequences sealed for write detection, and no session left
+        on a database that is cloned from."""
+        with psycopg.connect(replace_database(self.admin_url, branch.branch_id)) as connection:
+            connection.autocommit = True
+            isolation.seal_sequences(connection)
         self._terminate_connections(branch.branch_id)
 
     def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
@@ -238,32 +223,13 @@ class LocalBackend(Backend):
     # -- write detection ----------------------------------------------------------------
 
     def write_marker(self, branch: NeonBranch) -> int:
-        """A fresh transaction id of the whole server (taking it uses one up).
-
-        Every write to a database takes a transaction id, committed or not, and
-        reads never do; a ``nextval`` after ``seal`` takes one too. So if the id
-        taken after a test is the next one, nothing was written in between.
-        Other databases' writes also take ids, which only costs an unneeded
-        reset, never a missed one.
-        """
-        return int(self._execute("SELECT txid_current()")[0][0])
+        # Server-wide: other databases' writes can only cost an unneeded reset.
+        return isolation.write_marker(self._admin())
 
     def wrote_since(self, branch: NeonBranch, marker: Any, *, committed_only: bool = False) -> bool:
         if marker is None:
             return True
-        now = self.write_marker(branch)
-        if now == marker + 1:
-            return False
-        if not committed_only:
-            return True
-        # Ids taken in between count unless their transaction was rolled back
-        # (txid_status is NULL for ids too old to tell: counted too).
-        rows = self._execute(
-            "SELECT count(*) FROM generate_series(%s::bigint, %s::bigint) AS id "
-            "WHERE txid_status(id) IS DISTINCT FROM 'aborted'",
-            (marker + 1, now - 1),
-        )
-        return rows[0][0] > 0
+        return isolation.wrote_since(self._admin(), marker, committed_only=committed_only)
 
     # -- housekeeping ---------------------------------------------------------------------
 

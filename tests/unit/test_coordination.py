@@ -228,7 +228,7 @@ def test_record_created_and_deleted_and_branches(tmp_path: Path) -> None:
     assert not recorded[migration.branch_id].deleted
     assert not recorded[readonly.branch_id].deleted
     assert recorded[isolated.branch_id].deleted
-    assert run.created_ids() == set(recorded)
+    assert run.created_keys() == set(recorded)
     assert [event["event"] for event in run.events()] == [
         "created",
         "created",
@@ -253,7 +253,7 @@ def test_registry_is_shared_by_processes_writing_at_once(tmp_path: Path) -> None
     assert [process.exitcode for process in processes] == [0] * PROCESSES
 
     expected = {f"w{worker}_{index}" for worker in range(PROCESSES) for index in range(count)}
-    assert run.created_ids() == expected
+    assert run.created_keys() == expected
     assert len(run.events()) == PROCESSES * count
 
 

@@ -1,0 +1,63 @@
+"""Write detection and sequence sealing: how the database tells whether a test wrote.
+
+Every write takes a transaction id, committed or not, and reads never do. So a
+transaction id taken before a test and one taken after it are consecutive
+exactly when nothing was written in between. Sequences are the trap:
+``nextval`` WAL-logs (and takes an id) only once every 32 calls, so after
+migrating, ``seal_sequences`` sets every sequence's log count to zero; the
+first ``nextval`` in any copy of that state then takes an id.
+
+The SQL works on any PostgreSQL connection, so each backend uses it on its own
+connection: server-wide on the local backend, per branch on Neon.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SEAL_SEQUENCES = """
+DO $$
+DECLARE s record;
+BEGIN
+  FOR s IN SELECT c.oid::regclass AS seq FROM pg_class c
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'S' AND n.nspname NOT LIKE 'pg\\_%'
+  LOOP
+    EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s', s.seq, s.seq);
+  END LOOP;
+END $$
+"""
+
+_TAKE_ID = "SELECT txid_current()"
+
+# Ids taken in between count unless their transaction was rolled back
+# (txid_status is NULL for ids too old to tell: those count too).
+_COMMITTED_IN_RANGE = (
+    "SELECT count(*) FROM generate_series(%s::bigint, %s::bigint) AS id "
+    "WHERE txid_status(id) IS DISTINCT FROM 'aborted'"
+)
+
+
+def seal_sequences(connection: Any) -> None:
+    """Zero every sequence's log count, so the next ``nextval`` takes a transaction id."""
+    connection.execute(SEAL_SEQUENCES)
+
+
+def write_marker(connection: Any) -> int:
+    """A fresh transaction id (taking it uses one up), for ``wrote_since``."""
+    return int(connection.execute(_TAKE_ID).fetchone()[0])
+
+
+def wrote_since(connection: Any, marker: int, *, committed_only: bool = False) -> bool:
+    """Whether any transaction id was taken since ``marker`` (on this connection's server).
+
+    ``committed_only``: ids of transactions that were rolled back don't count.
+    Never answers False after a write; other sessions' writes on the same server
+    can make it answer True for a test that wrote nothing.
+    """
+    now = write_marker(connection)
+    if now == marker + 1:
+        return False
+    if not committed_only:
+        return True
+    return connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0] > 0
