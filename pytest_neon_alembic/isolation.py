@@ -38,6 +38,9 @@ _COMMITTED_IN_RANGE = (
 )
 
 
+_STATUS = "SELECT txid_status(%s::bigint)"
+
+
 def seal_sequences(connection: Any) -> None:
     """Zero every sequence's log count, so the next ``nextval`` takes a transaction id."""
     connection.execute(SEAL_SEQUENCES)
@@ -48,16 +51,27 @@ def write_marker(connection: Any) -> int:
     return int(connection.execute(_TAKE_ID).fetchone()[0])
 
 
-def wrote_since(connection: Any, marker: int, *, committed_only: bool = False) -> bool:
+def wrote_since(
+    connection: Any,
+    marker: int,
+    *,
+    committed_only: bool = False,
+    known: frozenset[int] = frozenset(),
+) -> bool:
     """Whether any transaction id was taken since ``marker`` (on this connection's server).
 
     ``committed_only``: ids of transactions that were rolled back don't count.
-    Never answers False after a write; other sessions' writes on the same server
-    can make it answer True for a test that wrote nothing.
+    ``known``: 32-bit ids of the plugin's own work in the meantime (a spare
+    copy made in the background), which are no write of the test's. Never
+    answers False after a write; other sessions' writes on the same server can
+    make it answer True for a test that wrote nothing.
     """
     now = write_marker(connection)
-    if now == marker + 1:
+    taken = [tx for tx in range(marker + 1, now) if tx & 0xFFFFFFFF not in known]
+    if not taken:
         return False
     if not committed_only:
         return True
-    return connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0] > 0
+    if len(taken) == now - marker - 1:
+        return connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0] > 0
+    return any(connection.execute(_STATUS, (tx,)).fetchone()[0] != "aborted" for tx in taken)
