@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .branch import NeonBranch
+from .config import RESET_STRATEGIES
 from .errors import NeonAlembicError
 from .migrations import sqlalchemy_url
 from .session import BranchSession
@@ -50,9 +51,19 @@ def _engine(branch: NeonBranch) -> sa.Engine:
 
 def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> str:
     marker = request.node.get_closest_marker("neon")
-    if marker is not None and "reset" in marker.kwargs:
-        return marker.kwargs["reset"]
-    return session.settings.reset
+    if marker is None:
+        return session.settings.reset
+    strategy = marker.kwargs.get("reset", session.settings.reset)
+    if marker.args or set(marker.kwargs) - {"reset"} or strategy not in RESET_STRATEGIES:
+        given = ", ".join(
+            [repr(a) for a in marker.args] + [f"{k}={v!r}" for k, v in marker.kwargs.items()]
+        )
+        pytest.fail(
+            f"pytest-neon-alembic: @pytest.mark.neon({given}) is not understood; use "
+            f"@pytest.mark.neon(reset=...) with one of: {', '.join(RESET_STRATEGIES)}.",
+            pytrace=False,
+        )
+    return strategy
 
 
 # -- the migration branch ------------------------------------------------------------------

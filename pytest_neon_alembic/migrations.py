@@ -106,7 +106,7 @@ class AlembicProject:
         Raises MigrationError naming the revision and the database error when
         a migration fails, and when env.py migrated some other database.
         """
-        from alembic import command
+        from alembic.runtime.environment import EnvironmentContext
 
         config = self.config()
         script = self.script_directory()
@@ -116,39 +116,49 @@ class AlembicProject:
             with engine.connect() as connection:
                 config.attributes["connection"] = connection
                 try:
-                    command.upgrade(config, "heads")
+                    # What `alembic.command.upgrade` does, keeping hold of the context
+                    # env.py configured: it tells which connection env.py used.
+                    with EnvironmentContext(
+                        config,
+                        script,
+                        fn=lambda revision, _context: script._upgrade_revs("heads", revision),
+                        destination_rev="heads",
+                    ) as environment:
+                        script.run_env()
+                        migration_context = environment.get_context()
                     if connection.in_transaction():
                         connection.commit()
                 except Exception as error:
                     with contextlib.suppress(Exception):
                         connection.rollback()
                     raise self._explain_failure(error, script) from error
-                self._check_migrated(connection, config, script)
+                self._check_migrated(connection, migration_context, script)
         finally:
             engine.dispose()
 
-    def _check_migrated(self, connection: Connection, config, script) -> None:
+    def _check_migrated(self, connection: Connection, migration_context, script) -> None:
         """Detect an env.py that ignored the injected connection."""
-        heads = set(script.get_heads())
-        if not heads:
-            return
         from alembic.runtime.migration import MigrationContext
 
-        options = {}
-        version_table = config.get_main_option("version_table")
-        if version_table:
-            options["version_table"] = version_table
-        version_schema = config.get_main_option("version_table_schema")
-        if version_schema:
-            options["version_table_schema"] = version_schema
-        current = set(MigrationContext.configure(connection, opts=options).get_current_heads())
-        connection.rollback()
-        if not heads <= current:
+        ignored = migration_context.connection is not connection
+        current: set[str] = set()
+        if not ignored:
+            # Read with env.py's own version table settings, on our connection.
+            options = {
+                "version_table": migration_context.version_table,
+                "version_table_schema": migration_context.version_table_schema,
+            }
+            current = set(MigrationContext.configure(connection, opts=options).get_current_heads())
+            connection.rollback()
+        heads = set(script.get_heads())
+        if ignored or not heads <= current:
+            state = f"it is at {sorted(current) or 'no revision'}; head is {sorted(heads)}"
+            if ignored:
+                state = "env.py configured Alembic with a connection of its own"
             raise MigrationError(
-                f"`alembic upgrade head` finished, but the migration branch is not at head "
-                f"(it is at {sorted(current) or 'no revision'}; head is {sorted(heads)}). "
-                f"Your env.py ({Path(script.dir) / 'env.py'}) most likely ignored the "
-                "connection the plugin injects and migrated another database. Make "
+                f"`alembic upgrade head` finished, but not on the migration branch ({state}). "
+                f"Your env.py ({Path(script.dir) / 'env.py'}) ignored the connection the plugin "
+                "injects as config.attributes['connection'] and migrated another database. Make "
                 "run_migrations_online() use it:\n\n" + ENV_PY_SNIPPET
             )
 
