@@ -214,6 +214,11 @@ def read_settings(
             f"{_where('local_url', sources)} must be a postgresql:// URL, got "
             f"{mask_url(local_url)!r}. Example: postgresql://user:password@localhost:5432/postgres"
         )
+    if raw["alembic_checks"] and raw["alembic_ini"] is None:
+        raise ConfigError(
+            f"{_where('alembic_checks', sources)} asks for pytest-alembic's checks, but there is "
+            f"no alembic.ini in {rootdir}. Pass --neon-alembic-ini=path/to/alembic.ini."
+        )
     raw["backend"] = _resolve_backend(raw, sources)
     return Settings(**raw)
 

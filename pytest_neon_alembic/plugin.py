@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from . import alembic_fixtures
+from .checks import SELECTED_KEY, AlembicCheckItem, check_items
 from .config import OPTIONS, read_settings
 from .coordination import RunDirectory, state_root
 from .errors import NeonAlembicError
@@ -91,6 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
         run = RunDirectory.create(state_root())
         session = BranchSession(settings, run, owner=True, worker="main")
     config.stash[SESSION_KEY] = session
+    # After pytest-alembic's plugin, so these fixtures override its defaults.
+    config.pluginmanager.register(alembic_fixtures, "neon-alembic-fixtures")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHandOver(run), "neon-alembic-xdist")
 
@@ -103,6 +107,20 @@ class _XdistHandOver:
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
+    """Put pytest-alembic's checks first (before -k/-m deselection, which runs later)."""
+    branch_session = config.stash.get(SESSION_KEY, None)
+    settings = branch_session.settings if branch_session else None
+    if settings is not None and settings.alembic_checks and settings.alembic_ini is not None:
+        items[:0] = check_items(session, settings.alembic_ini)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    selected = tuple(item.name for item in session.items if isinstance(item, AlembicCheckItem))
+    session.config.stash[SELECTED_KEY] = selected
 
 
 @pytest.hookimpl(trylast=True)

@@ -21,6 +21,7 @@ from typing import Any
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .branch import BranchRole, NeonBranch
+from .checks import run_checks
 from .config import Settings
 from .coordination import RunDirectory, abandoned_runs, state_root
 from .errors import ConfigError, GuardError, MigrationError, NeonAlembicError
@@ -47,6 +48,7 @@ class BranchSession:
         self.stats = ResetStats()
         self._backend: Backend | None = None
         self._created_here: set[str] = set()
+        self._fresh_count = 0
 
     # -- the backend ----------------------------------------------------------------------
 
@@ -190,6 +192,22 @@ class BranchSession:
         if project is not None:
             self.guard(branch, "migrate")
             project.upgrade(branch.connection_string)
+
+    def alembic_checks(self, names: tuple[str, ...]) -> dict[str, dict | None]:
+        """pytest-alembic's checks, run once per run (in whichever process asks first)."""
+
+        def fresh(check: str) -> NeonBranch:
+            return self.create(BranchRole.FRESH, "fresh_" + check.removeprefix("test_"), None)
+
+        return self.run.run_once(
+            "alembic-checks",
+            lambda: run_checks(names, self.alembic_project(), fresh, self.delete),
+        )
+
+    def fresh_branch(self) -> NeonBranch:
+        """An empty branch of the parent, for a test of the user's own (``alembic_engine``)."""
+        self._fresh_count += 1
+        return self.create(BranchRole.FRESH, f"fresh_{self.worker}_{self._fresh_count}", None)
 
     @contextlib.contextmanager
     def environment(self, branch: NeonBranch) -> Iterator[None]:
