@@ -13,6 +13,7 @@ without the user choosing.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,6 +95,26 @@ class AlembicProject:
                 "env.py and versions/), e.g. `script_location = %(here)s/alembic`."
             )
         return str(path)
+
+    def cache_key(self) -> str:
+        """A hash of what decides the migrated state: the ini, env.py and every script.
+
+        Code that migrations import from the application is not part of it;
+        ``--neon-no-cache`` forces a migration when that changed.
+        """
+        config = self.config()
+        digest = hashlib.sha256(self.ini_path.read_bytes())
+        scripts = Path(config.get_main_option("script_location"))
+        if scripts.is_dir():
+            for path in sorted(scripts.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    digest.update(str(path.relative_to(scripts)).encode() + b"\0")
+                    digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def project_id(self) -> str:
+        """Which project a cached state belongs to (one cache entry per project is kept)."""
+        return hashlib.sha256(str(self.ini_path.resolve()).encode()).hexdigest()
 
     def script_directory(self):  # -> alembic.script.ScriptDirectory
         from alembic.script import ScriptDirectory

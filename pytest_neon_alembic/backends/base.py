@@ -18,6 +18,15 @@ class Backend(ABC):
 
     name: str
 
+    def branch_name(self, run_id: str, suffix: str) -> str:
+        """The name of a new branch of run ``run_id`` (``suffix``: its role, e.g. ``dirty``).
+
+        The default suits databases: letters, digits and ``_`` only, so it is a
+        valid identifier that needs no quoting. Neon overrides it with
+        pytest-neon's ``pytest-<git branch>-...`` shape.
+        """
+        return f"pytest_{run_id}_{suffix}"
+
     @abstractmethod
     def describe(self) -> str:
         """One line for the report, e.g. ``local (embedded PostgreSQL 16.4)``."""
@@ -47,6 +56,13 @@ class Backend(ABC):
     @abstractmethod
     def delete_branch(self, branch: NeonBranch) -> None:
         """Delete a branch (or read-only access) this session created. Missing is fine."""
+
+    def restore_cached(self, branch: NeonBranch, cache_name: str) -> bool:
+        """Make ``branch`` a copy of a cached migrated state; False if there is none."""
+        return False
+
+    def store_cached(self, branch: NeonBranch, cache_name: str, project_prefix: str) -> None:  # noqa: B027
+        """Keep the migrated state of ``branch`` for later runs (optional)."""
 
     def keep_branch(self, branch: NeonBranch) -> None:  # noqa: B027 - optional hook
         """Mark a branch kept on purpose, so no later run sweeps it away."""

@@ -1119,6 +1119,27 @@ def _check_run_dir_reachable(run_dir: Path) -> None:
     os.chmod(run_dir, os.stat(run_dir).st_mode | stat.S_IXOTH)
 
 
+_SNAPSHOTS_KEPT = 4
+
+
+def _snapshot_lock(snapshot_dir: Path) -> Path:
+    return snapshot_dir.parent / f".{snapshot_dir.name.rsplit('.snapshot-', 1)[0]}.snapshots.lock"
+
+
+def _copy_snapshot(snapshot_dir: Path, data_dir: Path, initdb_ran: bool) -> bool:
+    """Copy a saved cluster snapshot into ``data_dir``; False if there is none."""
+    from filelock import FileLock
+
+    with FileLock(str(_snapshot_lock(snapshot_dir))):
+        if not (snapshot_dir / "pgdata" / "PG_VERSION").is_file():
+            return False
+        if initdb_ran:
+            shutil.rmtree(data_dir)
+        shutil.copytree(snapshot_dir / "pgdata", data_dir, symlinks=True)
+        os.utime(snapshot_dir)  # recently used: kept longest
+    return True
+
+
 # --------------------------------------------------------------------------
 # The server
 # --------------------------------------------------------------------------
@@ -1163,6 +1184,7 @@ class EmbeddedServer:
         ld_library_path: str = "",
         initdb_ran: bool = False,
         server_version: str = "",
+        snapshot_dir: Path | None = None,
     ) -> None:
         self.admin_url = admin_url
         self.version = version
@@ -1177,6 +1199,7 @@ class EmbeddedServer:
         self.ld_library_path = ld_library_path
         self.initdb_ran = initdb_ran
         self.server_version = server_version or version
+        self.snapshot_dir = snapshot_dir
         self._stopped = False
 
     @property
@@ -1197,8 +1220,12 @@ class EmbeddedServer:
         cache_dir: Path,
         *,
         bindir: Path | None = None,
+        snapshot: str | None = None,
     ) -> EmbeddedServer:
         """Create a cluster in ``run_dir/"pgdata"`` from the cached initdb template; start it.
+
+        With ``snapshot``, the cluster is copied from the snapshot of that name
+        (see :meth:`save_snapshot`) when one exists, instead of the template.
 
         Layout: data dir ``run_dir/"pgdata"``, socket dir ``run_dir/"socket"``,
         log ``run_dir/"postgres.log"``.  *run_dir* may exist but must not
@@ -1218,7 +1245,7 @@ class EmbeddedServer:
         run_dir = Path(run_dir).absolute()
         cache_dir = Path(cache_dir).absolute()
         try:
-            return cls._start(run_dir, cache_dir, bindir)
+            return cls._start(run_dir, cache_dir, bindir, snapshot)
         except OSError as exc:  # anything not already turned into a ServerError above
             raise ServerError(
                 f"Could not set up the embedded PostgreSQL server in {run_dir} (cache directory "
@@ -1226,7 +1253,9 @@ class EmbeddedServer:
             ) from exc
 
     @classmethod
-    def _start(cls, run_dir: Path, cache_dir: Path, bindir: Path | None) -> EmbeddedServer:
+    def _start(
+        cls, run_dir: Path, cache_dir: Path, bindir: Path | None, snapshot: str | None
+    ) -> EmbeddedServer:
         """The body of :meth:`start` (which turns stray OSErrors into ServerError)."""
         source_bindir = Path(bindir).resolve() if bindir is not None else find_postgres_bindir()
         missing = _missing_binaries(source_bindir)
@@ -1252,8 +1281,15 @@ class EmbeddedServer:
         template, password, initdb_ran = _template(
             usable_bindir, source_bindir, version, ld_library_path, cache_dir, run_dir, run_as
         )
+        snapshot_dir = (
+            template.parent.with_name(f"{template.parent.name}.snapshot-{snapshot}")
+            if snapshot
+            else None
+        )
         try:
-            if not initdb_ran:
+            if snapshot_dir is not None and _copy_snapshot(snapshot_dir, data_dir, initdb_ran):
+                pass
+            elif not initdb_ran:
                 shutil.copytree(template, data_dir, symlinks=True)
             os.chmod(data_dir, 0o700)
             run_as.chown_tree(data_dir)
@@ -1285,6 +1321,7 @@ class EmbeddedServer:
             run_as_user=run_as.user,
             ld_library_path=ld_library_path,
             initdb_ran=initdb_ran,
+            snapshot_dir=snapshot_dir,
         )
         server._launch(run_as, password)
         return server
@@ -1435,6 +1472,41 @@ class EmbeddedServer:
             )
         self._stopped = True
 
+    def save_snapshot(self) -> None:
+        """Keep this (stopped) server's cluster as the snapshot it was started with.
+
+        The next start with the same snapshot name copies it instead of the
+        bare template, so whatever databases it holds (a migrated template)
+        are there from the start. Replaces an older snapshot atomically.
+        """
+        if self.snapshot_dir is None or not self._stopped:
+            return
+        from filelock import FileLock
+
+        staging = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o711)
+        shutil.move(str(self.data_dir), str(staging / "pgdata"))
+        retired = self.snapshot_dir.with_name(f"{self.snapshot_dir.name}.old-{os.getpid()}")
+        with FileLock(str(_snapshot_lock(self.snapshot_dir))):
+            if self.snapshot_dir.exists():
+                os.rename(self.snapshot_dir, retired)
+            os.rename(staging, self.snapshot_dir)
+            # Snapshots are ~30 MB of RAM each on tmpfs: keep the most recent few.
+            family = self.snapshot_dir.name.rsplit(".snapshot-", 1)[0] + ".snapshot-"
+            snapshots = sorted(
+                (
+                    p
+                    for p in self.snapshot_dir.parent.glob(family + "*")
+                    if "." not in p.name[len(family) :]
+                ),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
+            for old in snapshots[_SNAPSHOTS_KEPT:]:
+                shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
     def _pg_ctl_stop(self, mode: str, timeout: int, outputs: list[str]) -> None:
         """``pg_ctl stop -m <mode>`` as the server's account; output is appended to *outputs*."""
         try:
@@ -1470,6 +1542,7 @@ class EmbeddedServer:
             "run_as_user": self.run_as_user,
             "ld_library_path": self.ld_library_path,
             "initdb_ran": self.initdb_ran,
+            "snapshot_dir": str(self.snapshot_dir) if self.snapshot_dir else None,
         }
 
     @classmethod
@@ -1497,6 +1570,7 @@ class EmbeddedServer:
                 run_as_user=state.get("run_as_user"),
                 ld_library_path=str(state.get("ld_library_path") or ""),
                 initdb_ran=bool(state.get("initdb_ran", False)),
+                snapshot_dir=Path(state["snapshot_dir"]) if state.get("snapshot_dir") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ServerError(

@@ -242,6 +242,26 @@ class LocalBackend(Backend):
         if branch.read_only:
             self._drop_role(branch.branch_id)
 
+    def restore_cached(self, branch: NeonBranch, cache_name: str) -> bool:
+        """Make ``branch`` a copy of the cached migrated state, if the server has it."""
+        if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+            return False
+        self._drop_database(branch.branch_id)
+        self._clone(cache_name, branch.branch_id)
+        return True
+
+    def store_cached(self, branch: NeonBranch, cache_name: str, project_prefix: str) -> None:
+        """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones."""
+        stale = self._execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+            (project_prefix.replace("_", "\\_") + "%", cache_name),
+        )
+        for (name,) in stale:
+            self._drop_database(name)
+        self._terminate_connections(branch.branch_id)
+        self._clone(branch.branch_id, cache_name)
+        self._comment(cache_name, {"cache": cache_name})
+
     def keep_branch(self, branch: NeonBranch) -> None:
         self._comment(branch.branch_id, {"kept": True})
 
@@ -294,7 +314,7 @@ class LocalBackend(Backend):
                 marker = json.loads(comment)[MARKER_KEY]
             except (ValueError, KeyError, TypeError):
                 continue
-            if is_abandoned(marker):
+            if "cache" not in marker and is_abandoned(marker):
                 self._drop_database(name)
                 self._drop_role(name)
                 dropped.append(name)
