@@ -158,28 +158,27 @@ class AlembicProject:
             engine.dispose()
 
     def _check_migrated(self, connection: Connection, migration_context, script) -> None:
-        """Detect an env.py that ignored the injected connection."""
+        """Detect an env.py that migrated some other database: the branch must be at head.
+
+        Read with env.py's own version table settings. An env.py that builds its
+        own engine from DATABASE_URL (pytest-neon's way) reaches the right
+        database too, so only the branch's state decides.
+        """
         from alembic.runtime.migration import MigrationContext
 
-        ignored = migration_context.connection is not connection
-        current: set[str] = set()
-        if not ignored:
-            # Read with env.py's own version table settings, on our connection.
-            options = {
-                "version_table": migration_context.version_table,
-                "version_table_schema": migration_context.version_table_schema,
-            }
-            current = set(MigrationContext.configure(connection, opts=options).get_current_heads())
-            connection.rollback()
+        options = {
+            "version_table": migration_context.version_table,
+            "version_table_schema": migration_context.version_table_schema,
+        }
+        current = set(MigrationContext.configure(connection, opts=options).get_current_heads())
+        connection.rollback()
         heads = set(script.get_heads())
-        if ignored or not heads <= current:
-            state = f"it is at {sorted(current) or 'no revision'}; head is {sorted(heads)}"
-            if ignored:
-                state = "env.py configured Alembic with a connection of its own"
+        if not heads <= current:
             raise MigrationError(
-                f"`alembic upgrade head` finished, but not on the migration branch ({state}). "
-                f"Your env.py ({Path(script.dir) / 'env.py'}) ignored the connection the plugin "
-                "injects as config.attributes['connection'] and migrated another database. Make "
+                f"`alembic upgrade head` finished, but the migration branch is not at head (it is "
+                f"at {sorted(current) or 'no revision'}; head is {sorted(heads)}). Your env.py "
+                f"({Path(script.dir) / 'env.py'}) ignored the connection the plugin injects as "
+                "config.attributes['connection'] and migrated another database. Make "
                 "run_migrations_online() use it:\n\n" + ENV_PY_SNIPPET
             )
 

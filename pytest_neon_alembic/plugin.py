@@ -114,8 +114,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Put pytest-alembic's checks first (before -k/-m deselection, which runs later)."""
     branch_session = config.stash.get(SESSION_KEY, None)
     settings = branch_session.settings if branch_session else None
-    if settings is not None and settings.alembic_checks and settings.alembic_ini is not None:
+    if settings and settings.alembic_checks and settings.alembic_ini and _runs_whole_suite(config):
         items[:0] = check_items(session, settings.alembic_ini)
+
+
+def _runs_whole_suite(config: pytest.Config) -> bool:
+    """Checks belong to a run of the whole suite, not to `pytest tests/test_one.py`."""
+    if config.args_source is not pytest.Config.ArgsSource.ARGS:
+        return True  # plain `pytest`: testpaths or the invocation directory
+    rootpath = Path(config.rootpath).resolve()
+    return any(
+        (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve() == rootpath
+        for arg in config.args
+    )
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

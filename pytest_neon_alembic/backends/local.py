@@ -188,6 +188,11 @@ class LocalBackend(Backend):
                     (list(SYSTEM_SCHEMAS),),
                 )
             ]
+            # Creating large objects needs no privilege at all: take that away too.
+            connection.execute(
+                "REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), "
+                "lo_from_bytea(oid, bytea), lo_import(text), lo_import(text, oid) FROM PUBLIC"
+            )
             for schema in schemas:
                 ident = sql.Identifier(schema)
                 connection.execute(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(ident))
