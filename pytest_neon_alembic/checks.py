@@ -22,7 +22,7 @@ from sqlalchemy.pool import NullPool
 
 from .branch import NeonBranch
 from .errors import MigrationError, NeonAlembicError
-from .migrations import AlembicProject, InjectedConnection, sqlalchemy_url
+from .migrations import AlembicProject, InjectedConnection, failing_revision, sqlalchemy_url
 
 CHECKS = (
     "test_single_head_revision",
@@ -72,8 +72,14 @@ def run_check(name: str, project: AlembicProject, branch: NeonBranch | None) -> 
             check_function(name)(alembic_runner)
         except AlembicTestFailure as failure:
             return {"message": failure.args[0], "context": list(failure.context or [])}
-        except Exception as error:  # a check that could not run at all
+        except Exception as error:  # a migration raised, or the check could not run at all
             message = f"{type(error).__name__}: {error}"
+            revision = failing_revision(error, project.script_directory())
+            if revision is not None:
+                message = (
+                    f"Migration {revision.revision} ({revision.doc or 'no message'}, "
+                    f"{revision.path}) failed: {message}"
+                )
             if "does not provide a MetaData object" in str(error):
                 message = f"{message}\n{TARGET_METADATA_HINT}"
             return {"message": message, "context": []}
@@ -119,7 +125,12 @@ SELECTED_KEY = pytest.StashKey[tuple[str, ...]]()
 
 
 def check_items(session: pytest.Session, ini_path: Path) -> list[pytest.Item]:
-    return list(AlembicChecks.from_parent(session, path=ini_path).collect())
+    """The check items, reported as collected (so "collected N items" counts them)."""
+    node = AlembicChecks.from_parent(session, path=ini_path)
+    items: list[pytest.Item] = list(node.collect())
+    report = pytest.CollectReport(node.nodeid, "passed", None, items)
+    session.config.hook.pytest_collectreport(report=report)
+    return items
 
 
 def run_checks(

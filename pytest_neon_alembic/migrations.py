@@ -185,7 +185,7 @@ class AlembicProject:
     def _explain_failure(self, error: Exception, script) -> MigrationError:
         if isinstance(error, MigrationError):
             return error
-        revision = _failing_revision(error, script)
+        revision = failing_revision(error, script)
         where = "Alembic failed"
         if revision is not None:
             where = (
@@ -202,7 +202,7 @@ class AlembicProject:
         return MigrationError(f"{where}: {mask_text(detail)}")
 
 
-def _failing_revision(error: BaseException, script):
+def failing_revision(error: BaseException, script):
     """The revision whose script raised, found from the traceback's frames."""
     by_path = {}
     for revision in script.walk_revisions():
