@@ -30,3 +30,17 @@ class MigrationError(NeonAlembicError):
 
 class GuardError(NeonAlembicError):
     """An operation was refused because this session did not create the branch."""
+
+
+class NeonAPIError(NeonAlembicError):
+    """The Neon API refused a call, or could not be reached, and retrying did not help.
+
+    ``status`` is the HTTP status (None when no answer came); ``api_message`` is
+    Neon's own text, already masked. Only a message is needed to rebuild one
+    (the run directory re-raises errors from their text in other processes).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, api_message: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.api_message = api_message

@@ -55,18 +55,27 @@ class BranchSession:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            self._backend = build_backend(self.run.run_once("backend", self._start_backend))
+            self._backend = build_backend(
+                self.run.run_once("backend", self._start_backend), self.settings
+            )
         return self._backend
 
     def _start_backend(self) -> dict[str, Any]:
         settings = self.settings
         owner_pid = self.run.owner_pid()
         if settings.backend == "neon":
-            raise ConfigError(
-                "The Neon backend was selected (NEON_API_KEY and NEON_PROJECT_ID are set, or "
-                "--neon-backend=neon), but this version of pytest-neon-alembic only has the local "
-                "backend. Use --neon-backend=local (or unset the Neon credentials)."
-            )
+            from .backends.neon import NeonBackend
+
+            # One API call: checks the key and project, finds the default branch (never
+            # touched), resolves the parent, and sweeps stale branches of crashed runs.
+            neon = NeonBackend.from_settings(settings)
+            try:
+                swept = neon.start()
+            finally:
+                neon.close()
+            if swept:
+                self.run.record_event("swept", branches=swept)
+            return {"kind": "neon", "neon": neon.to_state(), "server": None}
         if settings.local_url:
             backend = LocalBackend(
                 settings.local_url,
@@ -80,7 +89,11 @@ class BranchSession:
             return {"kind": "local", "local": backend.to_state(), "server": None}
         from .backends.embedded import EmbeddedServer
 
-        server = EmbeddedServer.start(self.run.path, state_root() / "cache")
+        project = self.alembic_project()
+        snapshot = None
+        if project is not None and not settings.no_cache:
+            snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
+        server = EmbeddedServer.start(self.run.path, state_root() / "cache", snapshot=snapshot)
         self.run.record_event("server", state=server.to_state())
         backend = LocalBackend(
             server.admin_url,
@@ -94,7 +107,7 @@ class BranchSession:
     # -- branches -------------------------------------------------------------------------
 
     def branch_name(self, suffix: str) -> str:
-        return f"pytest_{self.run.run_id}_{suffix}"
+        return self.backend.branch_name(self.run.run_id, suffix)
 
     def create(self, role: BranchRole, suffix: str, parent: NeonBranch | None) -> NeonBranch:
         if parent is not None:
@@ -187,11 +200,25 @@ class BranchSession:
         return AlembicProject(self.settings.alembic_ini)
 
     def apply_alembic(self, branch: NeonBranch) -> None:
-        """The default ``neon_apply_migrations``: ``alembic upgrade head``, if there is a config."""
+        """The default ``neon_apply_migrations``: ``alembic upgrade head``, if there is a config.
+
+        The migrated state is cached under a hash of the migration files: when
+        a copy for the same hash exists, the branch becomes that copy and no
+        migration runs (``--neon-no-cache`` turns this off).
+        """
         project = self.alembic_project()
-        if project is not None:
-            self.guard(branch, "migrate")
-            project.upgrade(branch.connection_string)
+        if project is None:
+            return
+        self.guard(branch, "migrate")
+        prefix = f"pytest_cache_{project.project_id()[:8]}_"
+        cache_name = None if self.settings.no_cache else prefix + project.cache_key()[:16]
+        if cache_name and self.backend.restore_cached(branch, cache_name):
+            self.run.record_event("cache", hit=True)
+            return
+        project.upgrade(branch.connection_string)
+        if cache_name:
+            self.backend.store_cached(branch, cache_name, prefix)
+            self.run.record_event("cache", hit=False)
 
     def alembic_checks(self, names: tuple[str, ...]) -> dict[str, dict | None]:
         """pytest-alembic's checks, run once per run (in whichever process asks first)."""
@@ -268,7 +295,7 @@ class BranchSession:
         if backend_state is None:
             self.run.remove()
             return report
-        backend = build_backend(backend_state)
+        backend = build_backend(backend_state, self.settings)
         try:
             pending = [recorded for recorded in self.run.branches() if not recorded.deleted]
             if self.settings.keep_branches:
@@ -288,7 +315,10 @@ class BranchSession:
             if backend_state.get("server") and not self.settings.keep_branches:
                 from .backends.embedded import EmbeddedServer
 
-                EmbeddedServer.from_state(backend_state["server"]).stop()
+                server = EmbeddedServer.from_state(backend_state["server"])
+                server.stop()
+                if report.cache == "stored":
+                    server.save_snapshot()  # the next run starts with the migrated state
         if not self.settings.keep_branches:
             self.run.remove()
         return report
@@ -308,6 +338,8 @@ class BranchSession:
                 report.deleted += 1
             elif kind == "migrated":
                 report.migration_seconds = event["seconds"]
+            elif kind == "cache":
+                report.cache = "hit" if event["hit"] else "stored"
             elif kind == "resets":
                 report.resets += event["resets"]
                 report.clean += event["clean"]
@@ -322,6 +354,7 @@ class Report:
     used: bool = False
     backend: str = ""
     migration_seconds: float | None = None
+    cache: str | None = None  # "hit": migrated state reused; "stored": kept for later runs
     created: int = 0
     deleted: int = 0
     kept: int = 0
@@ -333,6 +366,8 @@ class Report:
         migration = (
             "not run" if self.migration_seconds is None else f"{self.migration_seconds:.2f} s"
         )
+        if self.cache == "hit":
+            migration = f"cached ({migration})"
         lines = [
             f"backend: {self.backend}",
             f"migrations: {migration}",
@@ -346,9 +381,17 @@ class Report:
         return lines
 
 
-def build_backend(state: dict[str, Any]) -> Backend:
+def build_backend(state: dict[str, Any], settings: Settings | None = None) -> Backend:
+    """The backend described by a run's ``state``; ``settings`` give what is never written
+    to disk (the Neon API key)."""
     if state["kind"] == "local":
         return LocalBackend.from_state(state["local"])
+    if state["kind"] == "neon":
+        from .backends.neon import NeonBackend
+
+        return NeonBackend.from_state(
+            state["neon"], api_key=settings.api_key if settings is not None else None
+        )
     raise ConfigError(f"Unknown backend kind {state['kind']!r}")
 
 
@@ -358,18 +401,18 @@ def reap_abandoned_runs() -> list[str]:
 
     cleaned = []
     for run in abandoned_runs(state_root()):
+        stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
         state = run.done_quietly("backend")
-        if state and state.get("server"):
-            stop_abandoned_server(run.path)
-        elif state and state.get("local") and not run.kept():
-            with contextlib.suppress(Exception):
-                backend = build_backend(state)
-                try:
-                    for recorded in reversed(run.branches()):
-                        if not recorded.deleted:
-                            backend.delete_branch(recorded.branch)
-                finally:
-                    backend.close()
+        if state and state.get("kind") == "local" and not state.get("server") and not run.kept():
+            backend = LocalBackend.from_state(state["local"])
+            try:
+                for recorded in reversed(run.branches()):
+                    if not recorded.deleted:
+                        backend.delete_branch(recorded.branch)
+            except NeonAlembicError:
+                pass  # server gone or unreachable: its databases carry markers for later
+            finally:
+                backend.close()
         run.remove()
         cleaned.append(run.run_id)
     return cleaned

@@ -3,49 +3,32 @@
 from __future__ import annotations
 
 import os
-import shutil
-import stat
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from pytest_neon_alembic.backends.embedded import EmbeddedServer
 from pytest_neon_alembic.backends.local import LocalBackend
-from pytest_neon_alembic.coordination import state_root
-
-
-def _reachable_by_others(path: Path) -> bool:
-    """Whether every parent of ``path`` is o+x (as root the server runs as another user)."""
-    return all(os.stat(parent).st_mode & stat.S_IXOTH for parent in path.absolute().parents)
+from pytest_neon_alembic.coordination import RunDirectory, state_root
 
 
 @pytest.fixture(scope="session")
-def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+def embedded_server() -> Iterator[EmbeddedServer]:
     """One embedded server for all unit tests, stopped at the end of the session.
 
-    The run directory comes from ``tmp_path_factory``. As root, pytest's base temp
-    directory is mode 0700 (pytest enforces it), which the unprivileged server user
-    cannot traverse; then the run directory goes under the plugin's state root
-    (/dev/shm, o+x) instead, and is removed at the end.
+    It lives in a run directory of the plugin's own, so if this process is
+    killed, the next pytest run stops the server and removes its files.
     """
-    run_dir = tmp_path_factory.mktemp("embedded")
-    fallback: Path | None = None
-    if os.geteuid() == 0 and not _reachable_by_others(run_dir):
-        fallback = Path(tempfile.mkdtemp(prefix="unit-tests-", dir=state_root()))
-        os.chmod(fallback, 0o711)
-        run_dir = fallback
-    server = EmbeddedServer.start(run_dir / "server", state_root() / "cache")
+    run = RunDirectory.create(state_root())
+    server = EmbeddedServer.start(run.path, state_root() / "cache")
     try:
         yield server
     finally:
         try:
             server.stop()
         finally:
-            if fallback is not None:
-                shutil.rmtree(fallback, ignore_errors=True)
+            run.remove()
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pytest_neon_alembic.backends import embedded
+from pytest_neon_alembic.backends import binaries, embedded, system_user
 from pytest_neon_alembic.backends.embedded import (
     BINDIR_ENV_VAR,
     SYSTEM_USER,
@@ -178,8 +178,8 @@ def test_not_found_lists_places_and_remedies(
     monkeypatch.delenv(BINDIR_ENV_VAR, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(importlib.util, "find_spec", hide_wheels)
-    monkeypatch.setattr(embedded, "_WELL_KNOWN_GLOBS", ((str(tmp_path), "pg*/bin"),))
-    monkeypatch.setattr(embedded, "_WELL_KNOWN_DIRS", (str(tmp_path / "pgsql" / "bin"),))
+    monkeypatch.setattr(binaries, "_WELL_KNOWN_GLOBS", ((str(tmp_path), "pg*/bin"),))
+    monkeypatch.setattr(binaries, "_WELL_KNOWN_DIRS", (str(tmp_path / "pgsql" / "bin"),))
     with pytest.raises(PostgresNotFoundError) as info:
         find_postgres_bindir()
     message = str(info.value)
@@ -585,8 +585,8 @@ def test_unreachable_binaries_are_copied(
 
 @root_only
 def test_system_user_creation_is_idempotent() -> None:
-    uid, gid = embedded._ensure_system_user()
-    assert (uid, gid) == embedded._ensure_system_user()
+    uid, gid = system_user.ensure_system_user()
+    assert (uid, gid) == system_user.ensure_system_user()
     entry = pwd.getpwnam(SYSTEM_USER)
     assert (entry.pw_uid, entry.pw_gid) == (uid, gid)
     assert uid != 0
