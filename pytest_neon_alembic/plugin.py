@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from . import alembic_fixtures
-from .checks import SELECTED_KEY, AlembicCheckItem, check_items
+from .checks import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
 from .config import OPTIONS, read_settings
 from .coordination import RunDirectory, state_root
 from .errors import NeonAlembicError
@@ -109,24 +109,45 @@ class _XdistHandOver:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """alembic.ini named on the command line (`pytest alembic.ini::test_upgrade`)."""
+    settings = _checks_settings(parent.config)
+    if settings and settings.alembic_ini and file_path == settings.alembic_ini:
+        return AlembicChecks.from_parent(parent, path=file_path)
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
-    """Put pytest-alembic's checks first (before -k/-m deselection, which runs later)."""
+    """pytest-alembic's checks go first (before -k/-m deselection, which runs later)."""
+    settings = _checks_settings(config)
+    if not (settings and settings.alembic_ini):
+        return
+    checks = [item for item in items if isinstance(item, AlembicCheckItem)]
+    if not checks and _wants_checks(config):
+        checks = check_items(session, settings.alembic_ini)
+    items[:] = checks + [item for item in items if not isinstance(item, AlembicCheckItem)]
+
+
+def _checks_settings(config: pytest.Config):
     branch_session = config.stash.get(SESSION_KEY, None)
-    settings = branch_session.settings if branch_session else None
-    if settings and settings.alembic_checks and settings.alembic_ini and _runs_whole_suite(config):
-        items[:0] = check_items(session, settings.alembic_ini)
+    if branch_session is None or not branch_session.settings.alembic_checks:
+        return None
+    return branch_session.settings
 
 
-def _runs_whole_suite(config: pytest.Config) -> bool:
-    """Checks belong to a run of the whole suite, not to `pytest tests/test_one.py`."""
+def _wants_checks(config: pytest.Config) -> bool:
+    """Checks belong to runs of the whole suite, not to `pytest tests/test_one.py`.
+
+    Also when asked for on the command line (--neon-alembic-checks).
+    """
     if config.args_source is not pytest.Config.ArgsSource.ARGS:
         return True  # plain `pytest`: testpaths or the invocation directory
+    if config.getoption("neon_alembic_checks"):
+        return True
+    invoked = Path(config.invocation_params.dir)
     rootpath = Path(config.rootpath).resolve()
-    return any(
-        (Path(config.invocation_params.dir) / arg.split("::")[0]).resolve() == rootpath
-        for arg in config.args
-    )
+    return any((invoked / arg.split("::")[0]).resolve() == rootpath for arg in config.args)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -1,0 +1,25 @@
+"""users
+
+Revision ID: d001
+Revises:
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "d001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "users",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(100), server_default="anonymous", nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("users")

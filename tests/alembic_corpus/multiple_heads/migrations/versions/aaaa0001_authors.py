@@ -1,0 +1,25 @@
+"""authors
+
+Revision ID: aaaa0001
+Revises:
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "aaaa0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "authors",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(100), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("authors")
