@@ -27,6 +27,12 @@ from .coordination import RunDirectory, abandoned_runs, state_root
 from .errors import ConfigError, GuardError, MigrationError, NeonAlembicError
 from .migrations import AlembicProject
 
+# Branches that live for a module or a test may expire on their own (crash safety
+# on Neon). Session-long ones may not: Neon refuses children under an expiring
+# branch (migration), and a session outlasting the expiry would lose its dirty or
+# isolated branch mid-run; the orphan sweep of a later run covers them instead.
+SHORT_LIVED_ROLES = frozenset({BranchRole.SHARED, BranchRole.FRESH})
+
 
 @dataclass
 class ResetStats:
@@ -113,7 +119,7 @@ class BranchSession:
         if parent is not None:
             self.guard(parent, "branch from")
         branch = self.backend.create_branch(
-            self.branch_name(suffix), parent, can_expire=role is not BranchRole.MIGRATION
+            self.branch_name(suffix), parent, can_expire=role in SHORT_LIVED_ROLES
         )
         self._created_here.add(branch.key)
         self.run.record_created(role, branch)
@@ -338,6 +344,8 @@ class BranchSession:
                 report.deleted += 1
             elif kind == "migrated":
                 report.migration_seconds = event["seconds"]
+            elif kind == "swept":
+                report.swept += len(event["branches"])
             elif kind == "cache":
                 report.cache = "hit" if event["hit"] else "stored"
             elif kind == "resets":
@@ -355,6 +363,7 @@ class Report:
     backend: str = ""
     migration_seconds: float | None = None
     cache: str | None = None  # "hit": migrated state reused; "stored": kept for later runs
+    swept: int = 0  # branches of crashed runs deleted at start
     created: int = 0
     deleted: int = 0
     kept: int = 0
@@ -372,7 +381,8 @@ class Report:
             f"backend: {self.backend}",
             f"migrations: {migration}",
             f"branches: {self.created} created, {self.deleted} deleted"
-            + (f", {self.kept} kept (--neon-keep-branches)" if self.kept else ""),
+            + (f", {self.kept} kept (--neon-keep-branches)" if self.kept else "")
+            + (f", {self.swept} left by crashed runs deleted" if self.swept else ""),
         ]
         resets = f"resets: {self.resets} done, {self.clean} skipped as clean"
         if self.durations:
