@@ -28,6 +28,7 @@ from filelock import FileLock
 
 from . import errors
 from .branch import BranchRole, NeonBranch
+from .processes import process_alive
 
 OWNER_FILE = "owner.json"
 
@@ -191,26 +192,9 @@ def abandoned_runs(root: Path) -> list[RunDirectory]:
                 if time.time() - path.stat().st_mtime > 60:
                     found.append(RunDirectory(path))
             continue
-        if owner.get("host") == host and not _process_alive(int(owner["pid"])):
+        if owner.get("host") == host and not process_alive(int(owner["pid"])):
             found.append(RunDirectory(path))
     return found
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
 
 
 def _unwrap(data: dict[str, Any]) -> Any:

@@ -45,8 +45,11 @@ def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
     pytest.fail(f"pytest-neon-alembic: {message}", pytrace=False)
 
 
-def _engine(branch: NeonBranch) -> sa.Engine:
-    return sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
+def _engine(branch: NeonBranch) -> Iterator[sa.Engine]:
+    """An engine on ``branch`` for a fixture's lifetime; pre-ping survives resets."""
+    engine = sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
+    yield engine
+    engine.dispose()
 
 
 def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> str:
@@ -188,28 +191,26 @@ def neon_branch_isolated(
     )
 
 
+def _deprecated(name: str, instead: str, branch: NeonBranch) -> NeonBranch:
+    warnings.warn(f"{name} is deprecated: use {instead}.", DeprecationWarning, stacklevel=3)
+    return branch
+
+
 @pytest.fixture
 def neon_branch_readwrite(neon_branch_isolated: NeonBranch) -> NeonBranch:
     """Deprecated alias of ``neon_branch_isolated`` (pytest-neon 2.x)."""
-    warnings.warn(
-        "neon_branch_readwrite is deprecated: use neon_branch_isolated (writes, reset after "
-        "each test) or neon_branch_dirty (shared state).",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return neon_branch_isolated
+    instead = "neon_branch_isolated (writes, reset after each test) or neon_branch_dirty"
+    return _deprecated("neon_branch_readwrite", instead, neon_branch_isolated)
 
 
 @pytest.fixture
 def neon_branch(neon_branch_isolated: NeonBranch) -> NeonBranch:
     """Deprecated alias of ``neon_branch_isolated`` (pytest-neon 1.x/2.x)."""
-    warnings.warn(
-        "neon_branch is deprecated: use neon_branch_isolated (writes, reset after each test), "
-        "neon_branch_dirty (shared state) or neon_branch_readonly (reads only).",
-        DeprecationWarning,
-        stacklevel=2,
+    instead = (
+        "neon_branch_isolated (writes, reset after each test), neon_branch_dirty (shared "
+        "state) or neon_branch_readonly (reads only)"
     )
-    return neon_branch_isolated
+    return _deprecated("neon_branch", instead, neon_branch_isolated)
 
 
 _module_numbers = itertools.count(1)
@@ -249,9 +250,7 @@ def _neon_database_url(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def _neon_isolated_engine(_neon_isolated_branch: NeonBranch) -> Iterator[sa.Engine]:
-    engine = _engine(_neon_isolated_branch)
-    yield engine
-    engine.dispose()
+    yield from _engine(_neon_isolated_branch)
 
 
 @pytest.fixture
@@ -291,17 +290,22 @@ def neon_session(
 @pytest.fixture(scope="session")
 def neon_engine_readonly(neon_branch_readonly: NeonBranch) -> Iterator[sa.Engine]:
     """SQLAlchemy Engine (pool_pre_ping=True) on ``neon_branch_readonly``; writes raise."""
-    engine = _engine(neon_branch_readonly)
-    yield engine
-    engine.dispose()
+    yield from _engine(neon_branch_readonly)
 
 
 @pytest.fixture(scope="session")
 def neon_engine_dirty(neon_branch_dirty: NeonBranch) -> Iterator[sa.Engine]:
     """SQLAlchemy Engine (pool_pre_ping=True) on ``neon_branch_dirty``."""
-    engine = _engine(neon_branch_dirty)
-    yield engine
-    engine.dispose()
+    yield from _engine(neon_branch_dirty)
+
+
+def _rolled_back_and_closed(connection: Any) -> Iterator[Any]:
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            connection.rollback()
+        connection.close()
 
 
 @pytest.fixture
@@ -318,26 +322,12 @@ def neon_connection(neon_branch_isolated: NeonBranch) -> Iterator[Any]:
             "(or use neon_connection_psycopg for psycopg 3).",
             pytrace=False,
         )
-    connection = psycopg2.connect(neon_branch_isolated.connection_string)
-    try:
-        yield connection
-    finally:
-        with contextlib.suppress(Exception):
-            connection.rollback()
-        connection.close()
+    yield from _rolled_back_and_closed(psycopg2.connect(neon_branch_isolated.connection_string))
 
 
 @pytest.fixture
 def neon_connection_psycopg(neon_branch_isolated: NeonBranch) -> Iterator[Any]:
     """psycopg 3 connection on ``neon_branch_isolated``; rolled back and closed after the test."""
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pytest.fail("neon_connection_psycopg needs psycopg 3: pip install psycopg", pytrace=False)
-    connection = psycopg.connect(neon_branch_isolated.connection_string)
-    try:
-        yield connection
-    finally:
-        with contextlib.suppress(Exception):
-            connection.rollback()
-        connection.close()
+    import psycopg
+
+    yield from _rolled_back_and_closed(psycopg.connect(neon_branch_isolated.connection_string))

@@ -26,6 +26,7 @@ from .config import Settings
 from .coordination import RunDirectory, abandoned_runs, state_root
 from .errors import ConfigError, GuardError, MigrationError, NeonAlembicError
 from .migrations import AlembicProject
+from .processes import process_alive
 
 # Branches that live for a module or a test may expire on their own (crash safety
 # on Neon). Session-long ones may not: Neon refuses children under an expiring
@@ -82,14 +83,18 @@ class BranchSession:
             if swept:
                 self.run.record_event("swept", branches=swept)
             return {"kind": "neon", "neon": neon.to_state(), "server": None}
-        if settings.local_url:
-            backend = LocalBackend(
-                settings.local_url,
+
+        def local_backend(admin_url: str, label: str) -> LocalBackend:
+            return LocalBackend(
+                admin_url,
                 run_id=self.run.run_id,
                 owner_pid=owner_pid,
                 parent_database=settings.parent_branch,
-                server_label="server",
+                server_label=label,
             )
+
+        if settings.local_url:
+            backend = local_backend(settings.local_url, "server")
             backend.check_privileges()
             backend.drop_abandoned(_marker_is_abandoned)
             return {"kind": "local", "local": backend.to_state(), "server": None}
@@ -101,13 +106,7 @@ class BranchSession:
             snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
         server = EmbeddedServer.start(self.run.path, state_root() / "cache", snapshot=snapshot)
         self.run.record_event("server", state=server.to_state())
-        backend = LocalBackend(
-            server.admin_url,
-            run_id=self.run.run_id,
-            owner_pid=owner_pid,
-            parent_database=settings.parent_branch,
-            server_label="embedded",
-        )
+        backend = local_backend(server.admin_url, "embedded")
         return {"kind": "local", "local": backend.to_state(), "server": server.to_state()}
 
     # -- branches -------------------------------------------------------------------------
@@ -430,11 +429,9 @@ def reap_abandoned_runs() -> list[str]:
 
 def _marker_is_abandoned(marker: dict[str, Any]) -> bool:
     """A database left by a run on this host whose process is gone (and not kept on purpose)."""
-    from .coordination import _process_alive
-
     if marker.get("kept"):
         return False
-    return marker.get("host") == socket.gethostname() and not _process_alive(int(marker["pid"]))
+    return marker.get("host") == socket.gethostname() and not process_alive(int(marker["pid"]))
 
 
 __all__ = ["BranchSession", "Report", "reap_abandoned_runs"]

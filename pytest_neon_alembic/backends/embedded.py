@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PostgresNotFoundError, ServerError
+from ..processes import process_alive
 from . import cluster, postmaster
 from .binaries import (
     BINDIR_ENV_VAR,
@@ -406,6 +407,6 @@ def stop_abandoned_server(run_dir: Path) -> bool:
         if pid is None or not postmaster.is_postmaster_of(pid, data_dir):
             return False
         postmaster.stop(pid, data_dir, ((signal.SIGQUIT, "immediate", _IMMEDIATE_TIMEOUT),))
-        return not postmaster.is_alive(pid)
+        return not process_alive(pid)
     except Exception:
         return False

@@ -39,7 +39,7 @@ import psycopg
 
 from .. import isolation
 from ..branch import BranchRole, NeonBranch
-from ..errors import ConfigError, GuardError, NeonAlembicError, NeonAPIError
+from ..errors import ConfigError, GuardError, NeonAlembicError, NeonAPIError, ServerError
 from ..redact import mask_url
 from .base import Backend
 from .neon_http import AmbiguousRequestError, NeonHTTP, RetryPolicy, neon_api_client
@@ -377,7 +377,7 @@ class NeonBackend(Backend):
                 self._note_version(connection)
                 isolation.seal_sequences(connection)
         except psycopg.Error as error:
-            raise NeonAPIError(
+            raise ServerError(
                 f"Could not seal the sequences of branch {branch.branch_id!r} "
                 f"({mask_url(branch.connection_string)}): {self.http.mask(str(error)).strip()}"
             ) from None

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..processes import process_alive
 from .system_user import RunAs
 
 _POLL = 0.005
@@ -69,27 +70,9 @@ def recorded_pid(data_dir: Path) -> int | None:
 def ready_pid(data_dir: Path) -> int | None:
     """The postmaster's pid once ``postmaster.pid`` says it accepts connections."""
     pid, lines = _pid_file(data_dir)
-    if pid is not None and len(lines) >= 8 and lines[7].strip() == "ready" and is_alive(pid):
+    if pid is not None and len(lines) >= 8 and lines[7].strip() == "ready" and process_alive(pid):
         return pid
     return None
-
-
-def is_alive(pid: int) -> bool:
-    """Whether *pid* exists and is not a zombie (an unreaped dead postmaster is dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-        return state not in ("Z", "X")
-    except (OSError, IndexError):  # macOS: no /proc
-        return True
 
 
 def is_postmaster_of(pid: int, data_dir: Path) -> bool:
@@ -98,7 +81,7 @@ def is_postmaster_of(pid: int, data_dir: Path) -> bool:
     The postmaster ``chdir``s into its data directory, so on Linux its cwd is
     the strongest check; elsewhere the command name has to do.
     """
-    if not is_alive(pid):
+    if not process_alive(pid):
         return False
     proc = Path(f"/proc/{pid}")
     if proc.is_dir():
@@ -119,7 +102,7 @@ def is_postmaster_of(pid: int, data_dir: Path) -> bool:
 
 def wait_dead(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while is_alive(pid):
+    while process_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(_POLL)
@@ -138,7 +121,7 @@ def release_shared_memory(data_dir: Path) -> None:
     except (ValueError, IndexError):
         return
     ipcrm = shutil.which("ipcrm")
-    if ipcrm is None or pid is None or is_alive(pid):
+    if ipcrm is None or pid is None or process_alive(pid):
         return
     RunAs.current().run([ipcrm, "-m", str(shmid)], timeout=10)
 
@@ -171,6 +154,6 @@ def stop(pid: int, data_dir: Path, steps: Sequence[tuple[signal.Signals, str, fl
             return notes
         notes.append(f"still running {timeout} s after {mode} shutdown")
     kill(pid, data_dir)
-    if is_alive(pid):
+    if process_alive(pid):
         notes.append("still running after SIGKILL")
     return notes
