@@ -13,6 +13,7 @@ connection: server-wide on the local backend, per branch on Neon.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 SEAL_SEQUENCES = """
@@ -39,6 +40,7 @@ _COMMITTED_IN_RANGE = (
 
 
 _STATUS = "SELECT txid_status(%s::bigint)"
+_SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
 
 
 def seal_sequences(connection: Any) -> None:
@@ -51,20 +53,28 @@ def write_marker(connection: Any) -> int:
     return int(connection.execute(_TAKE_ID).fetchone()[0])
 
 
+def sequence_state(connection: Any) -> list[list[Any]]:
+    """Every sequence's position: what a rolled-back transaction can still have changed."""
+    rows = connection.execute(_SEQUENCES).fetchall()
+    return [list(row) for row in rows]
+
+
 def wrote_since(
     connection: Any,
     marker: int,
     *,
     committed_only: bool = False,
     known: frozenset[int] = frozenset(),
+    sequences_changed: Callable[[], bool] | None = None,
 ) -> bool:
     """Whether any transaction id was taken since ``marker`` (on this connection's server).
 
-    ``committed_only``: ids of transactions that were rolled back don't count.
-    ``known``: 32-bit ids of the plugin's own work in the meantime (a spare
-    copy made in the background), which are no write of the test's. Never
-    answers False after a write; other sessions' writes on the same server can
-    make it answer True for a test that wrote nothing.
+    ``committed_only``: ids of transactions that were rolled back don't count,
+    except that ``nextval`` is never rolled back: then ``sequences_changed``
+    decides. ``known``: 32-bit ids of the plugin's own work in the meantime (a
+    spare copy made in the background), which are no write of the test's.
+    Never answers False after a write; other sessions' writes on the same server
+    can make it answer True for a test that wrote nothing.
     """
     now = write_marker(connection)
     taken = [tx for tx in range(marker + 1, now) if tx & 0xFFFFFFFF not in known]
@@ -73,5 +83,11 @@ def wrote_since(
     if not committed_only:
         return True
     if len(taken) == now - marker - 1:
-        return connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0] > 0
-    return any(connection.execute(_STATUS, (tx,)).fetchone()[0] != "aborted" for tx in taken)
+        committed = connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0]
+    else:
+        committed = sum(
+            connection.execute(_STATUS, (tx,)).fetchone()[0] != "aborted" for tx in taken
+        )
+    if committed:
+        return True
+    return sequences_changed() if sequences_changed is not None else False

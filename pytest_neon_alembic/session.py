@@ -56,6 +56,7 @@ class BranchSession:
         self._backend: Backend | None = None
         self._created_here: set[str] = set()
         self._fresh_count = 0
+        self._sequences: list[list[Any]] | None = None
 
     # -- the backend ----------------------------------------------------------------------
 
@@ -166,8 +167,10 @@ class BranchSession:
                 raise MigrationError(
                     f"neon_apply_migrations failed: {type(error).__name__}: {error}"
                 ) from error
-            self.backend.seal(branch)
-            self.run.record_event("migrated", seconds=time.perf_counter() - started)
+            sequences = self.backend.seal(branch)
+            self.run.record_event(
+                "migrated", seconds=time.perf_counter() - started, sequences=sequences
+            )
             return branch
 
         return self._shared("migrated", migrate)
@@ -268,7 +271,9 @@ class BranchSession:
         ``committed_only``: writes that were rolled back do not count (the
         transaction strategy, which rolls back everything it opened).
         """
-        if not self.backend.wrote_since(branch, marker, committed_only=committed_only):
+        if not self.backend.wrote_since(
+            branch, marker, committed_only=committed_only, sequences=self._pristine_sequences()
+        ):
             self.stats.clean += 1
             return
         self.guard(branch, "reset")
@@ -276,6 +281,14 @@ class BranchSession:
         self.backend.reset_branch(branch, source)
         self.stats.durations.append(time.perf_counter() - started)
         self.stats.resets += 1
+
+    def _pristine_sequences(self) -> list[list[Any]] | None:
+        """The migrated state's sequence positions, as ``seal`` reported them."""
+        if self._sequences is None:
+            for event in self.run.events():
+                if event["event"] == "migrated":
+                    self._sequences = event["sequences"]
+        return self._sequences
 
     def finish_worker(self) -> None:
         """Record this process's reset figures for the report."""

@@ -46,8 +46,12 @@ class Backend(ABC):
         """Read-only access to ``source``'s state, enforced by the database itself."""
 
     @abstractmethod
-    def seal(self, branch: NeonBranch) -> None:
-        """Make a freshly migrated branch ready to be the parent of others."""
+    def seal(self, branch: NeonBranch) -> list[list[Any]]:
+        """Make a freshly migrated branch ready to be the parent of others.
+
+        Returns its sequences' positions (``isolation.sequence_state``), the
+        pristine state ``wrote_since`` compares with.
+        """
 
     @abstractmethod
     def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
@@ -71,11 +75,20 @@ class Backend(ABC):
         """A value taken before a test, for ``wrote_since``; None means "cannot tell"."""
         return None
 
-    def wrote_since(self, branch: NeonBranch, marker: Any, *, committed_only: bool = False) -> bool:
+    def wrote_since(
+        self,
+        branch: NeonBranch,
+        marker: Any,
+        *,
+        committed_only: bool = False,
+        sequences: list[list[Any]] | None = None,
+    ) -> bool:
         """Whether anything may have been written to ``branch`` since ``marker`` was taken.
 
         Must never answer False for a branch that was written: when in doubt,
-        True. ``committed_only``: transactions that were rolled back don't count.
+        True. ``committed_only``: transactions that were rolled back don't count
+        — unless the sequences are no longer at ``sequences`` (the pristine state
+        ``seal`` returned), since ``nextval`` is never rolled back.
         """
         return True
 

@@ -74,6 +74,7 @@ class LocalBackend(Backend):
         self._server_version: int | None = None
         self.can_create_roles = True  # checked by check_privileges()
         self._spares: dict[str, SpareClone] = {}  # next reset's copy, by branch
+        self._branch_connections: dict[str, psycopg.Connection] = {}
 
     def __repr__(self) -> str:
         return f"LocalBackend({mask_url(self.admin_url)!r}, run_id={self.run_id!r})"
@@ -210,13 +211,15 @@ class LocalBackend(Backend):
             url=replace_database(self.admin_url, name, user=name, password=password),
         )
 
-    def seal(self, branch: NeonBranch) -> None:
+    def seal(self, branch: NeonBranch) -> list[list[Any]]:
         """After migrations: sequences sealed for write detection, and no session left
         on a database that is cloned from."""
         with psycopg.connect(replace_database(self.admin_url, branch.branch_id)) as connection:
             connection.autocommit = True
             isolation.seal_sequences(connection)
+            sequences = isolation.sequence_state(connection)
         self._terminate_connections(branch.branch_id)
+        return sequences
 
     def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
         """Swap in the spare copy made during the test; then start the next spare."""
@@ -276,14 +279,45 @@ class LocalBackend(Backend):
         # Server-wide: other databases' writes can only cost an unneeded reset.
         return isolation.write_marker(self._admin())
 
-    def wrote_since(self, branch: NeonBranch, marker: Any, *, committed_only: bool = False) -> bool:
+    def wrote_since(
+        self,
+        branch: NeonBranch,
+        marker: Any,
+        *,
+        committed_only: bool = False,
+        sequences: list[list[Any]] | None = None,
+    ) -> bool:
         if marker is None:
             return True
         spare = self._spares.get(branch.branch_id)
         known = spare.own_transaction_ids() if spare is not None else frozenset()
+
+        def sequences_changed() -> bool:
+            return sequences is None or self._sequence_state(branch) != sequences
+
         return isolation.wrote_since(
-            self._admin(), marker, committed_only=committed_only, known=known
+            self._admin(),
+            marker,
+            committed_only=committed_only,
+            known=known,
+            sequences_changed=sequences_changed,
         )
+
+    def _sequence_state(self, branch: NeonBranch) -> list[list[Any]]:
+        """On a connection to the branch kept across tests (a reset ends it: reconnect)."""
+        for attempt in (1, 2):
+            connection = self._branch_connections.get(branch.branch_id)
+            try:
+                if connection is None or connection.closed or connection.broken:
+                    url = replace_database(self.admin_url, branch.branch_id)
+                    connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                    self._branch_connections[branch.branch_id] = connection
+                return isolation.sequence_state(connection)
+            except psycopg.OperationalError:
+                self._branch_connections.pop(branch.branch_id, None)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -326,6 +360,9 @@ class LocalBackend(Backend):
         return dropped
 
     def close(self) -> None:
+        for connection in self._branch_connections.values():
+            connection.close()
+        self._branch_connections.clear()
         for name in list(self._spares):
             spare = self._spares.pop(name)
             if spare.ready():

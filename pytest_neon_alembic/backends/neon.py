@@ -366,7 +366,7 @@ class NeonBackend(Backend):
             read_only=True,
         )
 
-    def seal(self, branch: NeonBranch) -> None:
+    def seal(self, branch: NeonBranch) -> list[list[Any]]:
         """Seal sequences for write detection. No connection to end: Neon copies storage,
         not databases, so sessions on the parent never block a child or a restore."""
         self._refuse_default(branch.branch_id, "seal")
@@ -376,6 +376,7 @@ class NeonBackend(Backend):
             ) as connection:
                 self._note_version(connection)
                 isolation.seal_sequences(connection)
+                return isolation.sequence_state(connection)
         except psycopg.Error as error:
             raise ServerError(
                 f"Could not seal the sequences of branch {branch.branch_id!r} "
@@ -447,16 +448,30 @@ class NeonBackend(Backend):
         except psycopg.Error:
             return None  # cannot tell: the test counts as writing
 
-    def wrote_since(self, branch: NeonBranch, marker: Any, *, committed_only: bool = False) -> bool:
+    def wrote_since(
+        self,
+        branch: NeonBranch,
+        marker: Any,
+        *,
+        committed_only: bool = False,
+        sequences: list[list[Any]] | None = None,
+    ) -> bool:
         if marker is None:
             return True
-        try:
-            return self._on_connection(
-                branch,
-                lambda connection: isolation.wrote_since(
-                    connection, marker, committed_only=committed_only
-                ),
+
+        def detect(connection: psycopg.Connection) -> bool:
+            def sequences_changed() -> bool:
+                return sequences is None or isolation.sequence_state(connection) != sequences
+
+            return isolation.wrote_since(
+                connection,
+                marker,
+                committed_only=committed_only,
+                sequences_changed=sequences_changed,
             )
+
+        try:
+            return self._on_connection(branch, detect)
         except psycopg.Error:
             return True  # when in doubt, reset
 

@@ -61,6 +61,21 @@ def test_fixture_contract(neon_project: NeonProject) -> None:
     result.assert_outcomes(passed=31, warnings=2)
 
 
+def test_fixture_contract_with_the_transaction_strategy(neon_project: NeonProject) -> None:
+    """The same contract holds when every test defaults to reset="transaction"."""
+    neon_project.write_alembic("connect")
+    neon_project.write_contract_tests()
+
+    result = neon_project.run("--neon-reset=transaction")
+
+    result.assert_outcomes(passed=31, warnings=2)
+    summary = neon_project.summary(result)
+    # Commits through neon_session are rolled back; other connections' commits still reset.
+    assert 1 <= summary.resets <= 5, summary.line("resets:")
+    assert summary.resets + summary.clean == 15
+    neon_project.assert_nothing_left()
+
+
 def test_write_detection_transaction_marker_and_env_var_option(neon_project: NeonProject) -> None:
     """Reads cost no reset, writes one; reset="transaction" rolls a commit back, no reset.
 
@@ -95,7 +110,9 @@ def test_write_detection_transaction_marker_and_env_var_option(neon_project: Neo
         @pytest.mark.neon(reset="transaction")
         def test_3_transaction(neon_session, neon_branch_isolated):
             assert os.environ["OTHER_URL"] == neon_branch_isolated.connection_string
-            neon_session.execute(sa.text("INSERT INTO items (name) VALUES ('in-transaction')"))
+            # An explicit id: a rolled-back nextval would still move the sequence
+            # (and so cost a reset, as test_4b shows).
+            neon_session.execute(sa.text("INSERT INTO items (id, name) VALUES (99, 'x')"))
             neon_session.commit()
             total = neon_session.execute(sa.text("SELECT count(*) FROM items")).scalar()
             assert total == 2
@@ -103,6 +120,17 @@ def test_write_detection_transaction_marker_and_env_var_option(neon_project: Neo
 
         def test_4_commit_was_rolled_back(neon_engine):
             assert count(neon_engine) == 1
+
+
+        @pytest.mark.neon(reset="transaction")
+        def test_4b_sequence_moved_in_a_rolled_back_transaction(neon_session):
+            neon_session.execute(sa.text("INSERT INTO items (name) VALUES ('nextval')"))
+
+
+        def test_4c_sequence_is_back(neon_engine):
+            with neon_engine.connect() as connection:
+                last = connection.execute(sa.text("SELECT last_value FROM items_id_seq"))
+                assert last.scalar() == 1
 
 
         def test_5_env_var_restored():
@@ -114,10 +142,11 @@ def test_write_detection_transaction_marker_and_env_var_option(neon_project: Neo
     result = neon_project.run("--neon-env-var=OTHER_URL")
     output = neon_project.output(result)
 
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
     summary = neon_project.summary(result)
-    # Only test_2 wrote; test_3's commit was inside the rolled-back transaction.
-    assert (summary.resets, summary.clean) == (1, 3), summary.line("resets:")
+    # test_2 wrote; test_3's commit was inside the rolled-back transaction; test_4b's
+    # rolled-back INSERT still advanced the sequence, which is detected.
+    assert (summary.resets, summary.clean) == (2, 4), summary.line("resets:")
     assert (summary.created, summary.deleted) == (2, 2)  # migration and isolated
     assert re.search(r"^migrations: \d+\.\d+ s", output, re.M)
     neon_project.assert_nothing_left()

@@ -365,14 +365,33 @@ def test_open_uncommitted_write_is_a_write(
 
 
 def test_committed_only_ignores_a_rolled_back_insert(
-    local_backend: LocalBackend, isolated: NeonBranch
+    local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
 ) -> None:
+    pristine = local_backend.seal(migrated)
+    isolated = local_backend.create_branch(unique_name("isolated"), migrated)
     marker = local_backend.write_marker(isolated)
     with psycopg.connect(isolated.connection_string) as connection:
-        connection.execute("INSERT INTO items (label) VALUES ('rolled back')")
+        connection.execute("INSERT INTO items (id, label) VALUES (100, 'rolled back')")
         connection.rollback()
-    assert local_backend.wrote_since(isolated, marker, committed_only=True) is False
+    assert (
+        local_backend.wrote_since(isolated, marker, committed_only=True, sequences=pristine)
+        is False
+    )
     assert local_backend.wrote_since(isolated, marker) is True  # any transaction id counts
+
+
+def test_committed_only_sees_a_sequence_moved_by_a_rolled_back_insert(
+    local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
+) -> None:
+    pristine = local_backend.seal(migrated)
+    isolated = local_backend.create_branch(unique_name("isolated"), migrated)
+    marker = local_backend.write_marker(isolated)
+    with psycopg.connect(isolated.connection_string) as connection:
+        connection.execute("INSERT INTO items (label) VALUES ('rolled back')")  # nextval
+        connection.rollback()
+    assert (
+        local_backend.wrote_since(isolated, marker, committed_only=True, sequences=pristine) is True
+    )
 
 
 def test_committed_only_sees_a_committed_insert(

@@ -274,6 +274,9 @@ def test_branches_copy_reset_and_go(emulator: NeonEmulator, backend: NeonBackend
     ]
 
 
+SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+
+
 def test_write_detection_on_the_branch_itself(backend: NeonBackend) -> None:
     migration = migrated_branch(backend)
     isolated = backend.create_branch(backend.branch_name(RUN_ID, "isolated_gw0"), migration)
@@ -286,12 +289,19 @@ def test_write_detection_on_the_branch_itself(backend: NeonBackend) -> None:
     query(isolated.connection_string, "SELECT nextval('items_id_seq')")  # sealed: takes an id
     assert backend.wrote_since(isolated, marker) is True
 
+    # A rolled-back write counts with committed_only only if it moved a sequence.
+    sequences = [list(row) for row in query(isolated.connection_string, SEQUENCES)]
     marker = backend.write_marker(isolated)
     with psycopg.connect(isolated.connection_string) as connection:
-        connection.execute("INSERT INTO items (label) VALUES ('rolled back')")
+        connection.execute("INSERT INTO items (id, label) VALUES (100, 'rolled back')")
         connection.rollback()
-    assert backend.wrote_since(isolated, marker, committed_only=True) is False
+    assert backend.wrote_since(isolated, marker, committed_only=True, sequences=sequences) is False
     assert backend.wrote_since(isolated, backend.write_marker(isolated) - 2) is True
+    marker = backend.write_marker(isolated)
+    with psycopg.connect(isolated.connection_string) as connection:
+        connection.execute("INSERT INTO items (label) VALUES ('rolled back')")  # nextval
+        connection.rollback()
+    assert backend.wrote_since(isolated, marker, committed_only=True, sequences=sequences) is True
 
     # The restore ends the kept connection; the next marker reconnects by itself.
     backend.reset_branch(isolated, migration)
