@@ -249,8 +249,12 @@ def _neon_database_url(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def _neon_isolated_engine(_neon_isolated_branch: NeonBranch) -> Iterator[sa.Engine]:
-    yield from _engine(_neon_isolated_branch)
+def _neon_isolated_engine(
+    _neon_session: BranchSession, _neon_isolated_branch: NeonBranch
+) -> Iterator[sa.Engine]:
+    for engine in _engine(_neon_isolated_branch):
+        _neon_session.on_reset(_neon_isolated_branch, engine.dispose)
+        yield engine
 
 
 @pytest.fixture

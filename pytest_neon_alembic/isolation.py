@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from psycopg import sql
+
 SEAL_SEQUENCES = """
 DO $$
 DECLARE s record;
@@ -40,7 +42,7 @@ _COMMITTED_IN_RANGE = (
 
 
 _STATUS = "SELECT txid_status(%s::bigint)"
-_SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
+_SEQUENCE_NAMES = "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences ORDER BY 1"
 
 
 def seal_sequences(connection: Any) -> None:
@@ -53,10 +55,38 @@ def write_marker(connection: Any) -> int:
     return int(connection.execute(_TAKE_ID).fetchone()[0])
 
 
-def sequence_state(connection: Any) -> list[list[Any]]:
-    """Every sequence's position: what a rolled-back transaction can still have changed."""
-    rows = connection.execute(_SEQUENCES).fetchall()
-    return [list(row) for row in rows]
+def sequence_state(connection: Any, names: list[str] | None = None) -> list[list[Any]]:
+    """Every sequence's ``[name, last_value, is_called]``: what a rolled-back
+    transaction can still have changed (``nextval`` is never rolled back)."""
+    if names is None:
+        names = [row[0] for row in connection.execute(_SEQUENCE_NAMES).fetchall()]
+    if not names:
+        return []
+    query = sql.SQL(" UNION ALL ").join(
+        sql.SQL("SELECT {}, last_value, is_called FROM {}").format(sql.Literal(name), sql.SQL(name))
+        for name in names
+    )
+    return [list(row) for row in connection.execute(query).fetchall()]
+
+
+def restore_sequences(connection: Any, pristine: list[list[Any]]) -> bool:
+    """Put the sequences back where ``pristine`` has them; False if that cannot be done.
+
+    ``setval`` also zeroes the log count, as sealing did, so the next
+    ``nextval`` still takes a transaction id.
+    """
+    try:
+        current = sequence_state(connection, [name for name, _, _ in pristine])
+    except Exception:  # a sequence is gone: only a reset can bring it back
+        return False
+    for (name, value, called), (_, pristine_value, pristine_called) in zip(
+        current, pristine, strict=True
+    ):
+        if (value, called) != (pristine_value, pristine_called):
+            connection.execute(
+                "SELECT setval(%s::regclass, %s, %s)", (name, pristine_value, pristine_called)
+            )
+    return True
 
 
 def wrote_since(
@@ -65,16 +95,16 @@ def wrote_since(
     *,
     committed_only: bool = False,
     known: frozenset[int] = frozenset(),
-    sequences_changed: Callable[[], bool] | None = None,
+    undo_rolled_back: Callable[[], bool] | None = None,
 ) -> bool:
     """Whether any transaction id was taken since ``marker`` (on this connection's server).
 
     ``committed_only``: ids of transactions that were rolled back don't count,
-    except that ``nextval`` is never rolled back: then ``sequences_changed``
-    decides. ``known``: 32-bit ids of the plugin's own work in the meantime (a
-    spare copy made in the background), which are no write of the test's.
-    Never answers False after a write; other sessions' writes on the same server
-    can make it answer True for a test that wrote nothing.
+    if ``undo_rolled_back`` can put back what a rollback does not (sequences).
+    ``known``: 32-bit ids of the plugin's own work in the meantime (a spare
+    copy made in the background), which are no write of the test's. Never
+    answers False after a write; other sessions' writes on the same server can
+    make it answer True for a test that wrote nothing.
     """
     now = write_marker(connection)
     taken = [tx for tx in range(marker + 1, now) if tx & 0xFFFFFFFF not in known]
@@ -90,4 +120,4 @@ def wrote_since(
         )
     if committed:
         return True
-    return sequences_changed() if sequences_changed is not None else False
+    return not (undo_rolled_back is not None and undo_rolled_back())

@@ -57,6 +57,7 @@ class BranchSession:
         self._created_here: set[str] = set()
         self._fresh_count = 0
         self._sequences: list[list[Any]] | None = None
+        self._after_reset: dict[str, list[Callable[[], None]]] = {}
 
     # -- the backend ----------------------------------------------------------------------
 
@@ -281,6 +282,13 @@ class BranchSession:
         self.backend.reset_branch(branch, source)
         self.stats.durations.append(time.perf_counter() - started)
         self.stats.resets += 1
+        for callback in self._after_reset.get(branch.key, ()):
+            callback()
+
+    def on_reset(self, branch: NeonBranch, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each reset of ``branch`` (e.g. to drop pooled connections
+        the reset ended, instead of finding them dead at the next checkout)."""
+        self._after_reset.setdefault(branch.key, []).append(callback)
 
     def _pristine_sequences(self) -> list[list[Any]] | None:
         """The migrated state's sequence positions, as ``seal`` reported them."""

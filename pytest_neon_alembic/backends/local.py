@@ -14,7 +14,8 @@ import json
 import secrets
 import socket
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import psycopg
@@ -27,6 +28,7 @@ from ..redact import mask_text, mask_url
 from .base import Backend
 from .spare import SpareClone
 
+T = TypeVar("T")
 MARKER_KEY = "pytest_neon_alembic"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
@@ -222,33 +224,51 @@ class LocalBackend(Backend):
         return sequences
 
     def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
-        """Swap in the spare copy made during the test; then start the next spare."""
+        """Rename the spare made during the test into place; then start the next spare.
+
+        The used database is renamed away and dropped in the background, by
+        the thread that makes the next spare.
+        """
         spare = self._spares.pop(branch.branch_id, None)
-        self._drop_database(branch.branch_id)
+        used = f"{branch.branch_id}_used"
         if spare is not None and spare.template == source.branch_id and spare.ready():
-            self._execute(
-                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                    sql.Identifier(spare.name), sql.Identifier(branch.branch_id)
-                )
-            )
+            self._terminate_connections(branch.branch_id)
+            self._rename(branch.branch_id, used)
+            self._rename(spare.name, branch.branch_id)
         else:
             if spare is not None:
                 spare.ready()
                 self._drop_database(spare.name)
+            self._drop_database(branch.branch_id)
             self._terminate_connections(source.branch_id)
             self._clone(source.branch_id, branch.branch_id)
         self._spares[branch.branch_id] = SpareClone(
-            self.admin_url, source.branch_id, f"{branch.branch_id}_spare", self._clone
+            self.admin_url,
+            source.branch_id,
+            f"{branch.branch_id}_spare",
+            self._clone,
+            drop_first=used,
+        )
+
+    def _rename(self, database: str, new_name: str) -> None:
+        self._execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(database), sql.Identifier(new_name)
+            )
         )
 
     def delete_branch(self, branch: NeonBranch) -> None:
-        spare = self._spares.pop(branch.branch_id, None)
-        if spare is not None:
-            spare.ready()
-            self._drop_database(spare.name)
+        self._discard_spare(branch.branch_id)
         self._drop_database(branch.branch_id)
         if branch.read_only:
             self._drop_role(branch.branch_id)
+
+    def _discard_spare(self, branch_id: str) -> None:
+        spare = self._spares.pop(branch_id, None)
+        if spare is not None:
+            spare.ready()
+            self._drop_database(spare.name)
+            self._drop_database(f"{branch_id}_used")
 
     def restore_cached(self, branch: NeonBranch, cache_name: str) -> bool:
         """Make ``branch`` a copy of the cached migrated state, if the server has it."""
@@ -292,19 +312,21 @@ class LocalBackend(Backend):
         spare = self._spares.get(branch.branch_id)
         known = spare.own_transaction_ids() if spare is not None else frozenset()
 
-        def sequences_changed() -> bool:
-            return sequences is None or self._sequence_state(branch) != sequences
+        def undo_rolled_back() -> bool:
+            return sequences is not None and self._on_branch(
+                branch, lambda connection: isolation.restore_sequences(connection, sequences)
+            )
 
         return isolation.wrote_since(
             self._admin(),
             marker,
             committed_only=committed_only,
             known=known,
-            sequences_changed=sequences_changed,
+            undo_rolled_back=undo_rolled_back,
         )
 
-    def _sequence_state(self, branch: NeonBranch) -> list[list[Any]]:
-        """On a connection to the branch kept across tests (a reset ends it: reconnect)."""
+    def _on_branch(self, branch: NeonBranch, action: Callable[[psycopg.Connection], T]) -> T:
+        """``action`` on a connection to the branch kept across tests (a reset ends it)."""
         for attempt in (1, 2):
             connection = self._branch_connections.get(branch.branch_id)
             try:
@@ -312,7 +334,7 @@ class LocalBackend(Backend):
                     url = replace_database(self.admin_url, branch.branch_id)
                     connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
                     self._branch_connections[branch.branch_id] = connection
-                return isolation.sequence_state(connection)
+                return action(connection)
             except psycopg.OperationalError:
                 self._branch_connections.pop(branch.branch_id, None)
                 if attempt == 2:
@@ -360,14 +382,12 @@ class LocalBackend(Backend):
         return dropped
 
     def close(self) -> None:
+        for branch_id in list(self._spares):
+            with contextlib.suppress(ServerError):
+                self._discard_spare(branch_id)
         for connection in self._branch_connections.values():
             connection.close()
         self._branch_connections.clear()
-        for name in list(self._spares):
-            spare = self._spares.pop(name)
-            if spare.ready():
-                with contextlib.suppress(ServerError):
-                    self._drop_database(spare.name)
         if self._connection is not None:
             self._connection.close()
             self._connection = None

@@ -460,14 +460,14 @@ class NeonBackend(Backend):
             return True
 
         def detect(connection: psycopg.Connection) -> bool:
-            def sequences_changed() -> bool:
-                return sequences is None or isolation.sequence_state(connection) != sequences
+            def undo_rolled_back() -> bool:
+                return sequences is not None and isolation.restore_sequences(connection, sequences)
 
             return isolation.wrote_since(
                 connection,
                 marker,
                 committed_only=committed_only,
-                sequences_changed=sequences_changed,
+                undo_rolled_back=undo_rolled_back,
             )
 
         try:

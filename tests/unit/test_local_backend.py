@@ -380,7 +380,7 @@ def test_committed_only_ignores_a_rolled_back_insert(
     assert local_backend.wrote_since(isolated, marker) is True  # any transaction id counts
 
 
-def test_committed_only_sees_a_sequence_moved_by_a_rolled_back_insert(
+def test_committed_only_puts_back_a_sequence_moved_by_a_rolled_back_insert(
     local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
 ) -> None:
     pristine = local_backend.seal(migrated)
@@ -389,9 +389,17 @@ def test_committed_only_sees_a_sequence_moved_by_a_rolled_back_insert(
     with psycopg.connect(isolated.connection_string) as connection:
         connection.execute("INSERT INTO items (label) VALUES ('rolled back')")  # nextval
         connection.rollback()
+    assert query(isolated.connection_string, "SELECT last_value FROM items_id_seq") == [(4,)]
+    # Nothing committed: the sequence is set back instead of a reset.
     assert (
-        local_backend.wrote_since(isolated, marker, committed_only=True, sequences=pristine) is True
+        local_backend.wrote_since(isolated, marker, committed_only=True, sequences=pristine)
+        is False
     )
+    assert query(isolated.connection_string, "SELECT last_value FROM items_id_seq") == [(3,)]
+    # Still sealed: the next nextval takes a transaction id.
+    marker = local_backend.write_marker(isolated)
+    query(isolated.connection_string, "SELECT nextval('items_id_seq')")
+    assert local_backend.wrote_since(isolated, marker) is True
 
 
 def test_committed_only_sees_a_committed_insert(

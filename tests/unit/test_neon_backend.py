@@ -20,6 +20,7 @@ import psycopg
 import pytest
 import requests
 
+from pytest_neon_alembic import isolation
 from pytest_neon_alembic.backends.base import Backend
 from pytest_neon_alembic.backends.local import LocalBackend
 from pytest_neon_alembic.backends.neon import (
@@ -274,9 +275,6 @@ def test_branches_copy_reset_and_go(emulator: NeonEmulator, backend: NeonBackend
     ]
 
 
-SEQUENCES = "SELECT schemaname, sequencename, last_value FROM pg_sequences ORDER BY 1, 2"
-
-
 def test_write_detection_on_the_branch_itself(backend: NeonBackend) -> None:
     migration = migrated_branch(backend)
     isolated = backend.create_branch(backend.branch_name(RUN_ID, "isolated_gw0"), migration)
@@ -289,8 +287,9 @@ def test_write_detection_on_the_branch_itself(backend: NeonBackend) -> None:
     query(isolated.connection_string, "SELECT nextval('items_id_seq')")  # sealed: takes an id
     assert backend.wrote_since(isolated, marker) is True
 
-    # A rolled-back write counts with committed_only only if it moved a sequence.
-    sequences = [list(row) for row in query(isolated.connection_string, SEQUENCES)]
+    # Rolled back: not counted with committed_only; a moved sequence is put back.
+    with psycopg.connect(isolated.connection_string) as connection:
+        sequences = isolation.sequence_state(connection)
     marker = backend.write_marker(isolated)
     with psycopg.connect(isolated.connection_string) as connection:
         connection.execute("INSERT INTO items (id, label) VALUES (100, 'rolled back')")
@@ -301,7 +300,9 @@ def test_write_detection_on_the_branch_itself(backend: NeonBackend) -> None:
     with psycopg.connect(isolated.connection_string) as connection:
         connection.execute("INSERT INTO items (label) VALUES ('rolled back')")  # nextval
         connection.rollback()
-    assert backend.wrote_since(isolated, marker, committed_only=True, sequences=sequences) is True
+    assert backend.wrote_since(isolated, marker, committed_only=True, sequences=sequences) is False
+    with psycopg.connect(isolated.connection_string) as connection:
+        assert isolation.sequence_state(connection) == sequences
 
     # The restore ends the kept connection; the next marker reconnects by itself.
     backend.reset_branch(isolated, migration)
