@@ -1,127 +1,338 @@
-"""Benchmark: what the plugin costs per test and per session, measured on real pytest runs.
+"""Benchmark: pytest-neon-alembic against its peers, on one generated app and test suite.
 
-    python benchmarks/run.py [--tests N] [--repeat R]
+    python benchmarks/run.py [--tests N] [--repeat R] [--quick]
 
-Generates a suite of N tests against the example app's migrations (read-only,
-non-writing isolated and writing isolated tests, plus tests that use no
-database as the baseline), runs it R times in fresh pytest processes, and
-prints per-test overhead (median and p95 of setup + call + teardown, minus the
-baseline) and the session start, cold (empty cache: initdb, start, migrate)
-and warm.
+1. Generates an Alembic app (``app.py``: 32 tables, 59 foreign keys, 3 enums,
+   JSONB, 15 revisions seeding 1,211 rows) and a suite of N tests: half
+   read-only, 40 % small writes that commit, 10 % heavy writes and DDL (one
+   in five of those also commits on a connection of its own). Every test
+   first compares a fingerprint of the database (schema, each table's
+   count/sum(id)/row hash, sequence positions) with that of a pristine copy,
+   so a strategy that is fast but wrong shows up as wrong starts.
+2. Runs the suite, each time in a fresh pytest process, under every strategy:
+   ours (``branch``; ``transaction``), pytest-postgresql (template loaded by
+   Alembic, a clone per test), a savepoint-rollback fixture, TRUNCATE every
+   table + reseed, and without isolation (the baseline). The peers run with
+   our plugin disabled, on a PostgreSQL server started here from the same
+   build, on the same tmpfs, as our embedded one.
+3. Measures session start: process start to the first test's call, cold
+   (empty cache: initdb, start, 15 migrations) and warm (second run).
 
-Every generated test asserts it starts from the seeded state, so a fast but
-wrong reset fails the run instead of winning it.
+Per-test overhead = a test's setup + call + teardown minus the same test's
+in the no-isolation run (median of the repeats), so it includes what a
+strategy does to the test itself (cold caches after a clone). The first test
+with a database (session setup) and the last one (session teardown) are left
+out; they are in the whole-run figure, (run time - baseline run time) / N, as in
+``shared/docs/peers-bench.md``. Medians over the repeats where a figure is per run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
+import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-CONFTEST = """
-import json, os, time
-import pytest
+import app  # noqa: E402 - benchmarks/ is not a package
+import suitelib  # noqa: E402
 
-_durations = {}
+QUICK_TESTS = 40
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    started = time.perf_counter()
-    yield
-    _durations[item.nodeid] = time.perf_counter() - started
+# name: (what it is, BENCH_STRATEGY, extra pytest args, -m selection, baseline, BENCH_ASSERT)
+STRATEGIES: dict[str, tuple[str, str, list[str], str | None, str, str]] = {
+    "ours branch": (
+        "neon_engine (reset after a test that wrote); read-only tests: neon_engine_readonly",
+        "branch",
+        [],
+        None,
+        "noiso",
+        "all",
+    ),
+    "ours transaction": (
+        "--neon-reset=transaction: neon_session in a rolled-back outer transaction",
+        "transaction",
+        ["--neon-reset=transaction"],
+        None,
+        "noiso_session",
+        "all",
+    ),
+    "pytest-postgresql": (
+        "postgresql_noproc(load=[alembic upgrade]) + postgresql: a template clone per test",
+        "pgclone",
+        [],
+        None,
+        "noiso",
+        "all",
+    ),
+    "savepoint": (
+        'Session(join_transaction_mode="create_savepoint") in a rolled-back transaction',
+        "savepoint",
+        [],
+        "not outside",
+        "noiso_session",
+        "data",
+    ),
+    "truncate+reseed": (
+        "after each test: TRUNCATE every table, COPY the seed back, set the sequences",
+        "truncate",
+        [],
+        "not ddl",
+        "noiso",
+        "all",
+    ),
+}
+OURS = ("branch", "transaction")
 
-def pytest_sessionfinish(session):
-    with open(os.environ["BENCH_OUT"], "w") as out:
-        json.dump(_durations, out)
+_RESETS = re.compile(r"resets: (\d+) done, (\d+) skipped as clean(?:, median ([\d.]+) ms)?")
+_MIGRATIONS = re.compile(r"migrations: (?:cached \()?([\d.]+) s")
+
+
+# -- the generated project -----------------------------------------------------------------
+
+
+def generate_tests(count: int) -> str:
+    """N tests: per ten, five reads, four small writes and one heavy write or DDL."""
+    lines = [
+        '"""Generated by benchmarks/run.py: the same tests run under every strategy."""',
+        "",
+        "import pytest",
+        "import suitelib as s",
+        "",
+        "",
+        "def test_0000_nodb():",
+        "    pass",
+    ]
+    heavy = 0
+    for n in range(1, count + 1):
+        lines += ["", ""]
+        if n % 10 == 0:
+            variant = suitelib.HEAVY[heavy % len(suitelib.HEAVY)]
+            heavy += 1
+            if variant in suitelib.DDL:
+                lines.append("@pytest.mark.ddl")
+            if variant in suitelib.OUTSIDE:
+                lines.append("@pytest.mark.outside")
+                lines.append(f"def test_{n:04d}_{variant}(db_rw, db_url):")
+                lines.append("    s.check_pristine(db_rw)")
+                lines.append(f"    s.{variant}(db_rw, db_url, {n})")
+            else:
+                lines.append(f"def test_{n:04d}_{variant}(db_rw):")
+                lines.append("    s.check_pristine(db_rw)")
+                lines.append(f"    s.{variant}(db_rw, {n})")
+        elif n % 2:
+            lines.append(f"def test_{n:04d}_read(db_ro):")
+            lines.append("    s.check_pristine(db_ro)")
+            lines.append(f"    s.read(db_ro, {n})")
+        else:
+            lines.append(f"def test_{n:04d}_write(db_rw):")
+            lines.append("    s.check_pristine(db_rw)")
+            lines.append(f"    s.write(db_rw, {n})")
+    return "\n".join(lines) + "\n"
+
+
+PYTEST_INI = """\
+[pytest]
+addopts = -p no:cacheprovider -q
+markers =
+    ddl: changes the schema (TRUNCATE + reseed cannot undo it)
+    outside: commits on a connection of its own (a rolled-back transaction cannot undo it)
 """
 
-TESTS = """
-import pytest
-import sqlalchemy as sa
 
-FINGERPRINT = sa.text(
-    "SELECT (SELECT count(*) FROM products), (SELECT string_agg(name, ',' ORDER BY sku) "
-    "FROM products), (SELECT count(*) FROM order_lines), "
-    "(SELECT count(*) FROM pg_tables WHERE tablename LIKE 'scratch%')"
-)
-_pristine = []
-
-def _assert_pristine(connection):
-    state = tuple(connection.execute(FINGERPRINT).one())
-    if not _pristine:
-        _pristine.append(state)
-    assert state == _pristine[0], "test did not start from the migrated state"
-
-@pytest.mark.parametrize("n", range({count}))
-def test_baseline(n):
-    assert n >= 0
-
-@pytest.mark.parametrize("n", range({count}))
-def test_readonly(neon_engine_readonly, n):
-    with neon_engine_readonly.connect() as connection:
-        _assert_pristine(connection)
-
-@pytest.mark.parametrize("n", range({count}))
-def test_isolated_read(neon_engine, n):
-    with neon_engine.connect() as connection:
-        _assert_pristine(connection)
-
-@pytest.mark.parametrize("n", range({count}))
-def test_isolated_write(neon_engine, n):
-    with neon_engine.begin() as connection:
-        _assert_pristine(connection)
-        connection.execute(sa.text("DELETE FROM order_lines"))
-        connection.execute(sa.text("UPDATE products SET name = name || '!'"))
-        connection.execute(sa.text("CREATE TABLE scratch_{{n}} (id int)".format(n=n)))
-"""
+def write_project(project: Path, count: int, expected: dict) -> None:
+    project.mkdir(parents=True)
+    shutil.copy(HERE / "bench_conftest.py", project / "conftest.py")
+    shutil.copy(HERE / "suitelib.py", project / "suitelib.py")
+    (project / "fingerprint.sql").write_text(app.FINGERPRINT_SQL)
+    (project / "expected.json").write_text(json.dumps(expected))
+    (project / "pytest.ini").write_text(PYTEST_INI)
+    (project / "test_suite.py").write_text(generate_tests(count))
 
 
-def make_project(work: Path, count: int) -> None:
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    shutil.copy(ROOT / "alembic.ini", work / "alembic.ini")
-    shutil.copytree(ROOT / "alembic", work / "alembic")
-    (work / "conftest.py").write_text(CONFTEST)
-    (work / "test_bench.py").write_text(TESTS.format(count=count))
-    (work / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider -q\n")
+def kind_of(name: str) -> str:
+    kind = name.split("_", 2)[2]
+    return kind if kind in ("read", "write", "nodb") else "heavy"
 
 
-def run_pytest(work: Path, state_dir: Path, *args: str) -> tuple[float, dict[str, float]]:
-    out = work / "durations.json"
-    env = dict(os.environ, BENCH_OUT=str(out), PYTEST_NEON_ALEMBIC_STATE_DIR=str(state_dir))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", *args],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.stdout.write(result.stdout[-4000:] + result.stderr[-2000:])
-        raise SystemExit(f"pytest failed ({result.returncode}) in {work}")
-    return wall, json.loads(out.read_text())
+# -- running pytest ------------------------------------------------------------------------
 
 
-def per_kind(durations: dict[str, float]) -> dict[str, list[float]]:
-    kinds: dict[str, list[float]] = {}
-    for nodeid, seconds in durations.items():
-        kind = nodeid.split("::")[1].split("[")[0].removeprefix("test_")
-        kinds.setdefault(kind, []).append(seconds)
-    return kinds
+@dataclass
+class Run:
+    strategy: str
+    wall: float
+    to_first_call: float | None
+    phases: dict[str, dict[str, float]]  # test -> setup/call/teardown seconds
+    order: list[str]
+    checks: dict[str, list[str]]
+    failed: int
+    output: str
+    resets: tuple[int, int, float | None] | None = None
+    migration: float | None = None
+
+    def measured(self) -> list[str]:
+        """Tests whose timings are per-test: not the session's first or last database test."""
+        tests = [name for name in self.order if kind_of(name) != "nodb"]
+        return tests[1:-1]
+
+    def total(self, name: str) -> float:
+        return sum(self.phases[name].values())
+
+    def fixture(self, name: str) -> float:
+        return self.phases[name].get("setup", 0.0) + self.phases[name].get("teardown", 0.0)
+
+
+@dataclass
+class Bench:
+    scratch: Path
+    project: Path
+    ini: Path
+    state: Path
+    admin_url: str = ""
+    counter: int = 0
+    log: list[str] = field(default_factory=list)
+
+    def run(
+        self,
+        strategy: str,
+        *,
+        extra: list[str] = (),
+        select: str | None = None,
+        keyword: str | None = None,
+        check: str = "all",
+        state: Path | None = None,
+    ) -> Run:
+        self.counter += 1
+        out = self.scratch / f"run-{self.counter}-{strategy}.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "PYTEST_NEON"))}
+        env.pop("DATABASE_URL", None)
+        env.update(
+            BENCH_STRATEGY=strategy,
+            BENCH_OUT=str(out),
+            BENCH_ASSERT=check,
+            BENCH_ALEMBIC_INI=str(self.ini),
+            BENCH_ADMIN_URL=self.admin_url,
+            BENCH_DBNAME=f"bench_{strategy}_{self.counter}",
+            PYTEST_NEON_ALEMBIC_STATE_DIR=str(state or self.state),
+        )
+        args = [sys.executable, "-m", "pytest", f"--rootdir={self.project}", *extra]
+        if strategy in OURS:
+            args += [f"--neon-alembic-ini={self.ini}", "-p", "no:pytest_postgresql"]
+        else:
+            args += ["-p", "no:neon_alembic", "-p", "no:pytest_alembic"]
+            if strategy != "pgclone":
+                args += ["-p", "no:pytest_postgresql"]
+        if select:
+            args += ["-m", select]
+        if keyword:
+            args += ["-k", keyword]
+        spawned = time.time()
+        started = time.perf_counter()
+        proc = subprocess.run(
+            args, cwd=self.project, env=env, capture_output=True, text=True, timeout=1800
+        )
+        wall = time.perf_counter() - started
+        output = proc.stdout + proc.stderr
+        (self.scratch / f"run-{self.counter}-{strategy}.log").write_text(output)
+        if not out.exists():
+            sys.stdout.write(output[-6000:])
+            raise SystemExit(f"pytest ({strategy}) exited {proc.returncode} without results")
+        data = json.loads(out.read_text())
+        phases: dict[str, dict[str, float]] = {}
+        order: list[str] = []
+        first_call = None
+        failed = 0
+        for name, when, duration, start, outcome in data["reports"]:
+            if name not in phases:
+                phases[name] = {}
+                order.append(name)
+            phases[name][when] = duration
+            if when == "call" and first_call is None:
+                first_call = start
+            if outcome == "failed":
+                failed += 1
+        run = Run(
+            strategy=strategy,
+            wall=wall,
+            to_first_call=None if first_call is None else first_call - spawned,
+            phases=phases,
+            order=order,
+            checks=data["checks"],
+            failed=failed,
+            output=output,
+        )
+        match = _RESETS.search(output)
+        if match:
+            median = float(match.group(3)) if match.group(3) else None
+            run.resets = (int(match.group(1)), int(match.group(2)), median)
+        match = _MIGRATIONS.search(output)
+        if match:
+            run.migration = float(match.group(1))
+        if proc.returncode not in (0, 1) or (failed and check != "none" and strategy in OURS):
+            self.log.append(f"--- {strategy} (exit {proc.returncode}) ---\n{output[-5000:]}")
+        return run
+
+
+def ensure_pytest_postgresql() -> str:
+    if importlib.util.find_spec("pytest_postgresql") is None:
+        print("installing pytest-postgresql from PyPI ...", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "pytest-postgresql"], check=True
+        )
+        importlib.invalidate_caches()
+    from importlib.metadata import version
+
+    return version("pytest-postgresql")
+
+
+def pristine_fingerprint(admin_url: str, ini: Path) -> dict:
+    """The fingerprint of a freshly migrated database on the peers' server."""
+    import psycopg
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.pool import NullPool
+
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("CREATE DATABASE bench_pristine")
+    try:
+        url = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        engine = sa.create_engine(url + "/bench_pristine", poolclass=NullPool)
+        config = Config(str(ini))
+        config.attributes["connection"] = engine
+        command.upgrade(config, "head")
+        with engine.connect() as connection:
+            fingerprint = connection.execute(sa.text(app.FINGERPRINT_SQL)).scalar_one()
+        engine.dispose()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute("DROP DATABASE bench_pristine WITH (FORCE)")
+    return fingerprint
+
+
+def private_dir(prefix: str) -> Path:
+    """A state directory on tmpfs (as the plugin's default), reachable by the server's user."""
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    os.chmod(path, 0o711)
+    return path
+
+
+# -- statistics ----------------------------------------------------------------------------
 
 
 def p95(values: list[float]) -> float:
@@ -129,45 +340,334 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, digits: int = 1, width: int = 7) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+@dataclass
+class Figures:
+    name: str
+    ran: int = 0
+    wrong: int = 0
+    drift: int = 0
+    failed: int = 0
+    mean: float | None = None  # total overhead per test, ms
+    med: float | None = None
+    p95: float | None = None
+    fixture_delta: dict[str, float | None] = field(default_factory=dict)  # by read/write
+    call_delta: float | None = None
+    fixture: dict[str, float | None] = field(default_factory=dict)  # raw setup + teardown
+    reset: float | None = None
+    resets: str = ""
+    whole: float | None = None
+
+
+def _baseline(runs: list[Run]) -> tuple[dict[str, tuple[float, float]], float]:
+    """Per test, the median (setup + teardown, call) of the baseline runs; median wall time."""
+    per_test: dict[str, list[tuple[float, float]]] = {}
+    for run in runs:
+        for name in run.order:
+            call = run.phases[name].get("call", 0.0)
+            per_test.setdefault(name, []).append((run.fixture(name), call))
+    medians = {
+        name: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
+        for name, values in per_test.items()
+    }
+    return medians, statistics.median(run.wall for run in runs)
+
+
+def figures(name: str, runs: list[Run], baseline: list[Run] | None) -> Figures:
+    fig = Figures(name)
+    tests = [t for t in runs[0].order if kind_of(t) != "nodb"]
+    fig.ran = len(tests)
+    base, base_wall = _baseline(baseline) if baseline else ({}, None)
+    total: list[float] = []
+    calls: list[float] = []
+    fixture: dict[str, list[float]] = {"read": [], "write": []}
+    delta: dict[str, list[float]] = {"read": [], "write": []}
+    wholes = []
+    for run in runs:
+        for differs in run.checks.values():
+            fig.wrong += bool({"schema", "data"} & set(differs))
+            fig.drift += "sequences" in differs
+        fig.failed += run.failed
+        for test in run.measured():
+            group = "read" if kind_of(test) == "read" else "write"
+            fixture[group].append(run.fixture(test) * 1000)
+            if test in base:
+                base_fixture, base_call = base[test]
+                call = run.phases[test].get("call", 0.0)
+                delta[group].append((run.fixture(test) - base_fixture) * 1000)
+                calls.append((call - base_call) * 1000)
+                total.append((run.total(test) - base_fixture - base_call) * 1000)
+        if base_wall is not None:
+            wholes.append((run.wall - base_wall) * 1000 / len(tests))
+    if total:
+        fig.mean, fig.med, fig.p95 = statistics.fmean(total), median(total), p95(total)
+        fig.call_delta = median(calls)
+    fig.fixture_delta = {group: median(values) for group, values in delta.items()}
+    fig.fixture = {group: median(values) for group, values in fixture.items()}
+    fig.whole = median(wholes)
+    resets = [run.resets for run in runs if run.resets]
+    if resets:
+        fig.reset = median([r[2] for r in resets])
+        fig.resets = f"{resets[-1][0]} done, {resets[-1][1]} skipped as clean"
+    return fig
+
+
+# -- the report ----------------------------------------------------------------------------
+
+LEGEND = """\
+  ran: tests run (savepoint: not those that commit on a connection of their own;
+    truncate+reseed: no DDL). wrong: tests that started from another schema or data,
+    over all runs; seq: tests that started with sequences advanced (what a rolled-back
+    nextval leaves; must be 0 for ours); fail: failed test phases (setup/call/teardown).
+  fixture: setup + teardown of the test minus the same test's without isolation, for
+    read-only / writing tests; body: the test's call phase minus the same (what a
+    fresh connection or database costs the test itself).
+  total: setup + call + teardown minus the same test's without isolation: mean,
+    median, p95 over all tests. whole: (run time - baseline run time) / tests, session
+    start and end included (ours starts its own server; the peers use the runner's).
+  /ours: mean total overhead relative to ours branch."""
+
+
+def report(
+    options: argparse.Namespace,
+    context: dict,
+    starts: dict[str, list[Run]],
+    results: dict[str, list[Run]],
+    baselines: dict[tuple[str, str | None], list[Run]],
+) -> list[str]:
+    p = print
+    p(
+        f"\npytest-neon-alembic benchmark: {options.tests} tests, {options.repeat} run(s) per "
+        f"strategy; {context['cores']} cores, load average {context['load']} at the start"
+    )
+    p(
+        f"app: {len(app.TABLES)} tables, {app.foreign_key_count()} foreign keys, "
+        f"{len(app.ENUMS)} enums, JSONB, {app.revision_count()} Alembic revisions, "
+        f"{app.seed_row_count()} seed rows"
+    )
+    p(
+        f"server: PostgreSQL {context['pg']} (the plugin's embedded build) on tmpfs; "
+        f"pytest-postgresql {context['peer_version']}"
+    )
+    kinds: dict[str, int] = {}
+    for name in results["ours branch"][0].order:
+        kinds[kind_of(name)] = kinds.get(kind_of(name), 0) + 1
+    p(
+        f"suite: {kinds.get('read', 0)} read-only, {kinds.get('write', 0)} small writes, "
+        f"{kinds.get('heavy', 0)} heavy writes and DDL (+1 test without database)"
+    )
+
+    p("strategies:")
+    for name, spec in STRATEGIES.items():
+        p(f"  {name:<18} {spec[0]}")
+    p(f"  {'no isolation':<18} the baseline: one migrated database, no reset (Connection/Session)")
+
+    rows = [
+        figures(name, runs, baselines[(STRATEGIES[name][4], STRATEGIES[name][3])])
+        for name, runs in results.items()
+    ]
+    ours = rows[0]
+    p("\noverhead per test vs the same test without isolation (ms, medians over tests)")
+    p(f"{'':<19}{'':>23}{'fixture':>14}{'':>8}{'total':>16}")
+    header = (
+        f"{'strategy':<19}{'ran':>5}{'wrong':>6}{'seq':>6}{'fail':>6}"
+        f"{'read':>7}{'write':>7}{'body':>7}{'mean':>8}{'median':>8}{'p95':>8}"
+        f"{'whole':>8}{'/ours':>7}"
+    )
+    p(header)
+    p("-" * len(header))
+    for fig in rows:
+        ratio = "-"
+        if not fig.name.startswith("ours") and fig.mean is not None and ours.mean is not None:
+            ratio = f"{fig.mean / ours.mean:.1f}x" if ours.mean > 0.05 else "n/a"
+        p(
+            f"{fig.name:<19}{fig.ran:>5}{fig.wrong:>6}{fig.drift:>6}{fig.failed:>6}"
+            f"{fmt(fig.fixture_delta.get('read'), 2, 7)}{fmt(fig.fixture_delta.get('write'), 1, 7)}"
+            f"{fmt(fig.call_delta, 1, 7)}{fmt(fig.mean, 1, 8)}{fmt(fig.med, 1, 8)}"
+            f"{fmt(fig.p95, 1, 8)}{fmt(fig.whole, 1, 8)}{ratio:>7}"
+        )
+    p(LEGEND)
+
+    p("\ndatabase fixtures as measured: setup + teardown per test (ms, median over tests)")
+    header = f"{'strategy':<26}{'read':>8}{'write':>8}{'reset median':>15}   resets (last run)"
+    p(header)
+    p("-" * len(header))
+    for fig in rows:
+        reset = "-" if fig.reset is None else f"{fig.reset:.1f} ms"
+        p(
+            f"{fig.name:<26}{fmt(fig.fixture.get('read'), 2, 8)}"
+            f"{fmt(fig.fixture.get('write'), 2, 8)}{reset:>15}   {fig.resets}"
+        )
+    for (strategy, select), runs in baselines.items():
+        if select is None:
+            api = "Session" if strategy == "noiso_session" else "Connection"
+            fig = figures(f"no isolation ({api})", runs, None)
+            p(
+                f"{fig.name:<26}{fmt(fig.fixture.get('read'), 2, 8)}"
+                f"{fmt(fig.fixture.get('write'), 2, 8)}"
+            )
+    p("  reset median: the plugin's own summary line (median of the runs' medians)")
+
+    p("\nsession start of ours: process start -> first test's call (s, median of runs)")
+    cold, warm, nodb = (
+        median([r.to_first_call for r in starts[k]]) for k in ("cold", "warm", "nodb")
+    )
+    cold_migration = median([r.migration for r in starts["cold"]])
+    warm_migration = median([r.migration for r in starts["warm"]])
+    p(
+        f"  cold: empty cache (initdb, start, migrate, clone) {fmt(cold, 2)}"
+        f"   (migrations {fmt(cold_migration, 2, 4)} s)"
+    )
+    p(
+        f"  warm: second run (cached cluster and migrations)  {fmt(warm, 2)}"
+        f"   (migrations {fmt(warm_migration, 2, 4)} s)"
+    )
+    p(f"  the same, a test that uses no database            {fmt(nodb, 2)}")
+    cold_db = cold - nodb if cold is not None and nodb is not None else None
+    warm_db = warm - nodb if warm is not None and nodb is not None else None
+    p(f"  database part: cold {fmt(cold_db, 2, 0)} s, warm {fmt(warm_db, 2, 0)} s")
+
+    transaction = rows[1]
+    branch_read = _median_of_kind(results["ours branch"], baselines["noiso", None], "read")
+    tx_read = _median_of_kind(results["ours transaction"], baselines["noiso_session", None], "read")
+    tx_fixture = median(list(transaction.fixture_delta.values()))
+    targets = [
+        ("read-only test, ours branch", ours.fixture_delta.get("read"), branch_read, 1.0, "ms"),
+        (
+            "non-writing isolated test, ours transaction",
+            transaction.fixture_delta.get("read"),
+            tx_read,
+            1.0,
+            "ms",
+        ),
+        ("transaction strategy, any test", tx_fixture, transaction.med, 1.0, "ms"),
+        ("reset after a writing test, ours branch (median)", ours.reset, None, 10.0, "ms"),
+        ("session start cold, database part", cold_db, None, 3.0, "s"),
+        ("session start warm, database part", warm_db, None, 1.0, "s"),
+    ]
+    p("\nDESIGN targets (per-test ones judged on the fixture figure; then the total, noisier)")
+    for label, value, second, limit, unit in targets:
+        verdict = "?" if value is None else ("met" if value <= limit else "MISSED")
+        extra = f"; {second:.2f}" if second is not None else ""
+        p(f"  {label:<50}{fmt(value, 2)}{extra:<9} {unit:<3}target {limit:g} {unit}: {verdict}")
+    problems = []
+    for fig in rows[:2]:
+        if fig.wrong or fig.drift:
+            problems.append(f"{fig.name}: {fig.wrong} wrong starts, {fig.drift} with sequences")
+        if fig.failed:
+            problems.append(f"{fig.name}: {fig.failed} failed test phases")
+    return problems
+
+
+def _median_of_kind(runs: list[Run], baseline: list[Run], kind: str) -> float | None:
+    """Median total overhead of one kind of test."""
+    base, _ = _baseline(baseline)
+    values = [
+        (run.total(test) - sum(base[test])) * 1000
+        for run in runs
+        for test in run.measured()
+        if kind_of(test) == kind and test in base
+    ]
+    return median(values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=50, help="tests of each kind (default 50)")
-    parser.add_argument("--repeat", type=int, default=3, help="suite runs (default 3)")
+    parser.add_argument("--tests", type=int, default=200, help="tests in the suite (default 200)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per strategy (default 3)")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_TESTS} tests, 1 run: a check for CI"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     options = parser.parse_args()
+    if options.quick:
+        options.tests, options.repeat = QUICK_TESTS, 1
+    if options.tests < 10:
+        parser.error("--tests must be at least 10")
+    began = time.perf_counter()
 
+    peer_version = ensure_pytest_postgresql()
     scratch = Path(tempfile.mkdtemp(prefix="neon-alembic-bench-"))
     os.chmod(scratch, 0o755)
-    work = scratch / "project"
-    state_dir = scratch / "state"
-    make_project(work, options.tests)
+    state = private_dir("neon-alembic-bench-state-")
+    os.environ["PYTEST_NEON_ALEMBIC_STATE_DIR"] = str(state)
+    from pytest_neon_alembic.backends.embedded import EmbeddedServer
+    from pytest_neon_alembic.coordination import state_root
+
+    server = None
+    bench = Bench(scratch, scratch / "project", app.write_app(scratch / "app"), state)
+    cold_dirs: list[Path] = []
     try:
-        starts = {}
-        one_test = ("-k", "test_isolated_read and 0]")
-        starts["cold"], _ = run_pytest(work, state_dir, *one_test)
-        starts["warm"], _ = run_pytest(work, state_dir, *one_test)
-        starts["no database"], _ = run_pytest(work, state_dir, "-k", "test_baseline and 0]")
+        server = EmbeddedServer.start(state_root() / "bench-peers", state_root() / "cache")
+        bench.admin_url = server.admin_url
+        expected = pristine_fingerprint(server.admin_url, bench.ini)
+        write_project(bench.project, options.tests, expected)
+        context = {
+            "cores": os.cpu_count(),
+            "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+            "pg": server.server_version,
+            "peer_version": peer_version,
+        }
 
-        kinds: dict[str, list[float]] = {}
+        starts: dict[str, list[Run]] = {"cold": [], "warm": [], "nodb": []}
+        first_write = "test_0002_write"
         for _ in range(options.repeat):
-            _, durations = run_pytest(work, state_dir)
-            for kind, values in per_kind(durations).items():
-                kinds.setdefault(kind, []).extend(values)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            cold_dir = private_dir("neon-alembic-bench-cold-")
+            cold_dirs.append(cold_dir)
+            for key, keyword in (("cold", first_write), ("warm", first_write), ("nodb", "nodb")):
+                starts[key].append(bench.run("branch", keyword=keyword, state=cold_dir))
+            shutil.rmtree(cold_dir, ignore_errors=True)
+        print(f"session starts measured ({time.perf_counter() - began:.0f} s)", flush=True)
 
-    baseline = statistics.median(kinds.pop("baseline"))
-    print(f"pytest-neon-alembic benchmark: {options.tests} tests per kind, {options.repeat} runs")
-    print("\nsession start (whole pytest process, one test):")
-    for name, seconds in starts.items():
-        print(f"  {name:<12} {seconds:6.2f} s")
-    extra = starts["warm"] - starts["no database"]
-    print(f"  database part of a warm start: {extra:.2f} s")
-    print("\nper-test overhead over a test without fixtures (ms):")
-    print(f"  {'kind':<16}{'median':>8}{'p95':>8}")
-    for kind, values in kinds.items():
-        overhead = [(value - baseline) * 1000 for value in values]
-        print(f"  {kind:<16}{statistics.median(overhead):8.2f}{p95(overhead):8.2f}")
+        results: dict[str, list[Run]] = {name: [] for name in STRATEGIES}
+        baselines: dict[tuple[str, str | None], list[Run]] = {}
+        for spec in STRATEGIES.values():
+            baselines.setdefault((spec[4], spec[3]), [])
+        for repeat in range(options.repeat):
+            # Each repeat in another order, so that a busy spell of the machine does not
+            # always fall on the same strategy.
+            order = [("baseline", key) for key in baselines] + [("strategy", n) for n in results]
+            random.Random(repeat).shuffle(order)
+            for what, key in order:
+                if what == "baseline":
+                    strategy, select = key
+                    baselines[key].append(bench.run(strategy, select=select, check="none"))
+                else:
+                    _, strategy, extra, select, _, check = STRATEGIES[key]
+                    results[key].append(
+                        bench.run(strategy, extra=extra, select=select, check=check)
+                    )
+            print(
+                f"run {repeat + 1}/{options.repeat} done ({time.perf_counter() - began:.0f} s)",
+                flush=True,
+            )
+        problems = report(options, context, starts, results, baselines)
+    finally:
+        if server is not None:
+            server.stop()
+        for path in cold_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+        if options.keep:
+            print(f"\nscratch directory kept: {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\nbenchmark took {time.perf_counter() - began:.0f} s")
+    for entry in bench.log:
+        print(entry)
+    if problems:
+        print("\nFAILED: " + "; ".join(problems))
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
