@@ -52,7 +52,17 @@ def _engine(branch: NeonBranch) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
+STRATEGY_KEY = pytest.StashKey[str]()
+
+
 def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> str:
+    """The test's reset strategy: its ``neon`` marker, else --neon-reset (validated once)."""
+    if STRATEGY_KEY not in request.node.stash:
+        request.node.stash[STRATEGY_KEY] = _strategy_of(request, session)
+    return request.node.stash[STRATEGY_KEY]
+
+
+def _strategy_of(request: pytest.FixtureRequest, session: BranchSession) -> str:
     marker = request.node.get_closest_marker("neon")
     if marker is None:
         return session.settings.reset

@@ -58,6 +58,8 @@ class BranchSession:
         self._fresh_count = 0
         self._sequences: list[list[Any]] | None = None
         self._after_reset: dict[str, list[Callable[[], None]]] = {}
+        self._tests_started = 0  # lets a check's id serve the very next test as its marker
+        self._checked_in_test = -1
 
     # -- the backend ----------------------------------------------------------------------
 
@@ -261,7 +263,12 @@ class BranchSession:
 
     # -- resets ---------------------------------------------------------------------------
 
+    def test_started(self) -> None:
+        self._tests_started += 1
+
     def before_test(self, branch: NeonBranch) -> Any:
+        if self._checked_in_test != self._tests_started - 1:
+            self.backend.forget_marker(branch)  # not the test right after the last check
         return self.backend.write_marker(branch)
 
     def after_test(
@@ -272,6 +279,7 @@ class BranchSession:
         ``committed_only``: writes that were rolled back do not count (the
         transaction strategy, which rolls back everything it opened).
         """
+        self._checked_in_test = self._tests_started
         if not self.backend.wrote_since(
             branch, marker, committed_only=committed_only, sequences=self._pristine_sequences()
         ):

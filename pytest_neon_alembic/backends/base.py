@@ -75,6 +75,10 @@ class Backend(ABC):
         """A value taken before a test, for ``wrote_since``; None means "cannot tell"."""
         return None
 
+    def forget_marker(self, branch: NeonBranch) -> None:  # noqa: B027 - optional hook
+        """Drop an id kept from the last check to serve as the next marker: other
+        tests ran in between, and their writes must not count against the next one."""
+
     def wrote_since(
         self,
         branch: NeonBranch,

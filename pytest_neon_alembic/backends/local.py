@@ -77,6 +77,7 @@ class LocalBackend(Backend):
         self.can_create_roles = True  # checked by check_privileges()
         self._spares: dict[str, SpareClone] = {}  # next reset's copy, by branch
         self._branch_connections: dict[str, psycopg.Connection] = {}
+        self._next_markers: dict[str, int] = {}  # the last clean check's id, by branch
 
     def __repr__(self) -> str:
         return f"LocalBackend({mask_url(self.admin_url)!r}, run_id={self.run_id!r})"
@@ -103,6 +104,9 @@ class LocalBackend(Backend):
     def _execute(
         self, statement: Any, params: Any = None, connection: psycopg.Connection | None = None
     ) -> list[tuple[Any, ...]]:
+        if isinstance(statement, sql.Composable):
+            # DDL of ours takes transaction ids: a kept marker would count them.
+            self._next_markers.clear()
         connection = connection or self._admin()
         try:
             cursor = connection.execute(statement, params)
@@ -295,9 +299,13 @@ class LocalBackend(Backend):
 
     # -- write detection ----------------------------------------------------------------
 
+    def forget_marker(self, branch: NeonBranch) -> None:
+        self._next_markers.pop(branch.branch_id, None)
+
     def write_marker(self, branch: NeonBranch) -> int:
         # Server-wide: other databases' writes can only cost an unneeded reset.
-        return isolation.write_marker(self._admin())
+        reusable = self._next_markers.pop(branch.branch_id, None)
+        return reusable if reusable is not None else isolation.write_marker(self._admin())
 
     def wrote_since(
         self,
@@ -323,6 +331,7 @@ class LocalBackend(Backend):
             committed_only=committed_only,
             known=known,
             undo_rolled_back=undo_rolled_back,
+            reuse=lambda now: self._next_markers.__setitem__(branch.branch_id, now),
         )
 
     def _on_branch(self, branch: NeonBranch, action: Callable[[psycopg.Connection], T]) -> T:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import sqlalchemy as sa
-from e2e_check import check_pristine, record
+from e2e_check import backend, check_pristine, neon_api_get, record
 
 from pytest_neon_alembic import NeonBranch
 
@@ -95,21 +95,39 @@ def test_2_readonly_engine(neon_engine_readonly, neon_branch_readonly):
 
 
 def test_3_branch_fields(neon_branch_readonly, neon_branch_dirty, neon_migration_branch):
+    readonly, dirty, migration = neon_branch_readonly, neon_branch_dirty, neon_migration_branch
     assert [field.name for field in dataclasses.fields(NeonBranch)] == FIELDS
-    for branch in (neon_branch_readonly, neon_branch_dirty):
+    for branch in (readonly, dirty):
         assert isinstance(branch, NeonBranch)
         parts = urlsplit(branch.connection_string)
         assert parts.scheme in ("postgresql", "postgres")
         assert branch.host == parts.hostname
         assert branch.branch_id
         assert branch.name
-        assert branch.parent_id == neon_migration_branch.branch_id
         assert parts.password
         for text in (repr(branch), str(branch), f"{branch!r}", repr([branch])):
             assert parts.password not in text
             assert "***" in text
             assert branch.branch_id in text
-    assert neon_branch_dirty.read_only is False
-    assert neon_migration_branch.read_only is False
-    ids = {neon_branch_readonly.branch_id, neon_branch_dirty.branch_id}
-    assert len(ids | {neon_migration_branch.branch_id}) == 3
+    assert dirty.parent_id == migration.branch_id
+    assert dirty.read_only is False
+    assert migration.read_only is False
+    assert dirty.branch_id != migration.branch_id
+    if backend() == "neon":
+        # Read-only access is a read_only endpoint on the migration branch itself.
+        assert readonly.branch_id == migration.branch_id
+        assert readonly.parent_id == migration.parent_id
+        assert len({readonly.endpoint_id, dirty.endpoint_id, migration.endpoint_id}) == 3
+        endpoint = neon_api_get(f"endpoints/{readonly.endpoint_id}")["endpoint"]
+        assert (endpoint["type"], endpoint["branch_id"]) == ("read_only", migration.branch_id)
+        for branch in (readonly, dirty, migration):
+            assert branch.project_id == os.environ["NEON_PROJECT_ID"]
+            assert branch.endpoint_id
+            assert branch.name.startswith("pytest-")
+    else:
+        # Read-only access is a copy of the migration branch; there are no projects or endpoints.
+        assert readonly.parent_id == migration.branch_id
+        assert len({readonly.branch_id, dirty.branch_id, migration.branch_id}) == 3
+        for branch in (readonly, dirty, migration):
+            assert branch.project_id is None
+            assert branch.endpoint_id is None

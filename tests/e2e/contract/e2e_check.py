@@ -9,6 +9,25 @@ import psycopg
 PRISTINE_TABLES = {"alembic_version", "items", "notes"}
 
 
+def backend() -> str:
+    """The backend the outer test runs this session on: ``E2E_BACKEND``, ``local`` if unset."""
+    return os.environ.get("E2E_BACKEND", "local")
+
+
+def neon_api_get(path: str) -> dict:
+    """GET ``path`` of the Neon project from NEON_API_URL / NEON_PROJECT_ID / NEON_API_KEY."""
+    import requests
+
+    base = os.environ["NEON_API_URL"].rstrip("/")
+    answer = requests.get(
+        f"{base}/projects/{os.environ['NEON_PROJECT_ID']}/{path}",
+        headers={"Authorization": f"Bearer {os.environ['NEON_API_KEY']}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.json()
+
+
 def names(url: str) -> list[str]:
     """The names in ``items``, sorted, read on a new connection."""
     with psycopg.connect(url) as connection:
