@@ -758,6 +758,11 @@ class NeonBackend(Backend):
                 found = self._branch_named(name)
                 if found is None:
                     raise
+            except NeonAPIError as error:
+                # 409: the first attempt reached Neon after all (after the lookup).
+                found = self._branch_named(name) if error.status == 409 else None
+                if found is None:
+                    raise
         branch_id = found["id"]
         endpoints = self.http.request("GET", self._path(f"branches/{branch_id}/endpoints"))
         read_write = [e for e in endpoints.get("endpoints") or [] if e.get("type") == "read_write"]

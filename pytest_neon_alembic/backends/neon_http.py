@@ -133,6 +133,7 @@ class NeonHTTP:
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
+        self._unreachable = False  # the last call found nothing answering
         self._session = requests.Session()
         self._session.auth = _BearerAuth(self._key)
         self._session.headers.update(
@@ -193,10 +194,12 @@ class NeonHTTP:
                         f"Neon API: {label} got no answer ({self._describe_error(error)}); it may "
                         "or may not have been applied."
                     ) from None
-                wait = self._next_wait(
-                    backoff, None, min(deadline, started + self.policy.unreachable_budget)
-                )
+                # Once the API was found unreachable, later calls try once: a dead API
+                # must not cost the whole budget again for every reset and delete.
+                budget = 0.0 if self._unreachable else self.policy.unreachable_budget
+                wait = self._next_wait(backoff, None, min(deadline, started + budget))
                 if wait is None:
+                    self._unreachable = True
                     raise NeonAPIError(
                         f"Could not reach the Neon API at {mask_url(self.base_url)} ({label}, "
                         f"{attempts} attempts over {self._clock() - started:.0f} s): "
@@ -207,6 +210,7 @@ class NeonHTTP:
                 backoff = min(backoff * 2, self.policy.max_backoff)
                 continue
 
+            self._unreachable = False
             status = response.status_code
             if status < 300:
                 return self._decode(response, label)

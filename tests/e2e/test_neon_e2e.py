@@ -366,7 +366,7 @@ def test_hung_calls_time_out_and_are_retried_or_recovered(
     faults.hang(1, seconds=hang, method="GET", path="*/operations/")  # its first poll
     # The first reset. Its late answer must come before the retry (sent after the timeout
     # and a backoff of at least 0.75 s): a restore applied after its retry would hit the
-    # next test (plugin bug 2 in /tmp/neon-e2e-bugs.md, not tested here).
+    # next test (a known limit of retrying a restore after a timeout, see the README).
     faults.hang(1, seconds=READ_TIMEOUT + 0.3, method="POST", path="*/restore")
 
     result, calls, seconds = run_neon(neon_project, emulator)
@@ -389,11 +389,6 @@ def test_hung_calls_time_out_and_are_retried_or_recovered(
     neon_project.assert_nothing_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug 1 in /tmp/neon-e2e-bugs.md: after an ambiguous create, a 409 on the "
-    "second attempt is an error and the first attempt's branch is left behind",
-)
 def test_create_applied_late_is_adopted_not_leaked(
     neon_project: NeonProject, emulator: NeonEmulator
 ) -> None:
@@ -518,15 +513,11 @@ def test_api_dying_mid_session_is_one_clear_error(
     assert not neon_project.runs_left(), "the run directory was left behind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plugin bug 3 in /tmp/neon-e2e-bugs.md: once the API is unreachable, each "
-    "remaining call (reset, every delete) waits the whole unreachable budget again",
-)
 def test_dead_api_costs_one_retry_budget_not_one_per_call(
     neon_project: NeonProject, emulator: NeonEmulator
 ) -> None:
-    """With the default 20 s budget, a dead API made this session last ~100 s (five calls)."""
+    """Once the API is unreachable, the remaining calls (reset, deletes) fail at once instead
+    of each waiting the whole unreachable budget again."""
     result, _seconds, after_death = _run_until_the_api_dies(neon_project, emulator)
 
     result.assert_outcomes(passed=2, errors=1)
