@@ -406,9 +406,9 @@ class NeonBackend(Backend):
             hint = ""
             if error.status == 404:
                 hint = (
-                    " The branch is gone: did it expire? Branches this plugin creates expire "
-                    f"after --neon-branch-expiry ({self.branch_expiry} s) unless reset; raise "
-                    "it for longer sessions."
+                    " The branch is gone: was it deleted from outside the test run (the "
+                    "console, neonctl, or another run's sweep of branches idle for over an "
+                    "hour)?"
                 )
             raise NeonAPIError(
                 f"Neon could not restore branch {branch.branch_id!r} from "
@@ -432,8 +432,9 @@ class NeonBackend(Backend):
     def keep_branch(self, branch: NeonBranch) -> None:
         """Nothing to do: a kept branch is simply not deleted.
 
-        Its expiry still applies (as in pytest-neon 2.3), and the migration branch,
-        which has none, is swept by a later run after an hour. Making kept
+        Module- and test-long branches still expire; the session-long ones
+        (migration, dirty, isolated), which have no expiry, are swept by a later
+        run after an hour. Making kept
         branches permanent would fill the project (10 branches on the Free plan)
         and bill for them; debugging a failed run rarely needs more than an hour.
         """
