@@ -82,11 +82,17 @@ class BranchSession:
             neon = NeonBackend.from_settings(settings)
             try:
                 swept = neon.start()
+                description = neon.describe()
             finally:
                 neon.close()
             if swept:
                 self.run.record_event("swept", branches=swept)
-            return {"kind": "neon", "neon": neon.to_state(), "server": None}
+            return {
+                "kind": "neon",
+                "neon": neon.to_state(),
+                "server": None,
+                "description": description,
+            }
 
         def local_backend(admin_url: str, label: str) -> LocalBackend:
             return LocalBackend(
@@ -101,7 +107,12 @@ class BranchSession:
             backend = local_backend(settings.local_url, "server")
             backend.check_privileges()
             backend.drop_abandoned(_marker_is_abandoned)
-            return {"kind": "local", "local": backend.to_state(), "server": None}
+            return {
+                "kind": "local",
+                "local": backend.to_state(),
+                "server": None,
+                "description": backend.describe(),
+            }
         from .backends.embedded import EmbeddedServer
 
         project = self.alembic_project()
@@ -109,9 +120,13 @@ class BranchSession:
         if project is not None and not settings.no_cache:
             snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
         server = EmbeddedServer.start(self.run.path, state_root() / "cache", snapshot=snapshot)
-        self.run.record_event("server", state=server.to_state())
         backend = local_backend(server.admin_url, "embedded")
-        return {"kind": "local", "local": backend.to_state(), "server": server.to_state()}
+        return {
+            "kind": "local",
+            "local": backend.to_state(),
+            "server": server.to_state(),
+            "description": backend.describe(),
+        }
 
     # -- branches -------------------------------------------------------------------------
 
@@ -327,7 +342,7 @@ class BranchSession:
         backend_state = self.run.done_quietly("backend")
         report = self.report(backend_state)
         if backend_state is None:
-            self.run.remove()
+            self._remove_run()
             return report
         backend = build_backend(backend_state, self.settings)
         try:
@@ -354,16 +369,23 @@ class BranchSession:
                 if report.cache == "stored":
                     server.save_snapshot()  # the next run starts with the migrated state
         if not self.settings.keep_branches:
-            self.run.remove()
+            self._remove_run()
         return report
+
+    def _remove_run(self) -> None:
+        """The run's files go; a server still running in them is stopped first, whatever
+        state the run ended in."""
+        from .backends.embedded import stop_abandoned_server
+
+        stop_abandoned_server(self.run.path)
+        self.run.remove()
 
     def report(self, backend_state: dict[str, Any] | None) -> Report:
         report = Report()
         if backend_state is None:
             return report
         report.used = True
-        with contextlib.suppress(NeonAlembicError):
-            report.backend = self.backend.describe()
+        report.backend = backend_state.get("description", "")
         for event in self.run.events():
             kind = event["event"]
             if kind == "created":

@@ -33,6 +33,18 @@ MARKER_KEY = "pytest_neon_alembic"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
+def _remedy(server_label: str) -> str:
+    if server_label == "embedded":
+        return (
+            "The embedded PostgreSQL server is not running any more (killed, or out of "
+            "memory?); its log is postgres.log in the run directory. Run the tests again."
+        )
+    return (
+        "Check that the server is running and that the URL's host, port, user and password "
+        "are right (--neon-local-url / NEON_LOCAL_URL)."
+    )
+
+
 def replace_database(
     url: str, database: str, user: str | None = None, password: str | None = None
 ) -> str:
@@ -86,19 +98,28 @@ class LocalBackend(Backend):
 
     def _admin(self) -> psycopg.Connection:
         if self._connection is None or self._connection.closed or self._connection.broken:
-            self._connection = self.connect_admin(self.admin_url)
+            self._connection = self.connect_admin(self.admin_url, self.server_label)
             self._server_version = self._connection.info.server_version
         return self._connection
 
     @staticmethod
-    def connect_admin(url: str) -> psycopg.Connection:
+    def connect_admin(url: str, server_label: str = "server") -> psycopg.Connection:
         try:
             return psycopg.connect(url, autocommit=True, connect_timeout=10)
         except psycopg.Error as error:
             raise ServerError(
                 f"Cannot connect to PostgreSQL at {mask_url(url)}: "
-                f"{mask_text(str(error)).strip()}\nCheck that the server is running and that the "
-                "URL's host, port, user and password are right (--neon-local-url / NEON_LOCAL_URL)."
+                f"{mask_text(str(error)).strip()}\n{_remedy(server_label)}"
+            ) from None
+
+    def _detect(self, action: Callable[[psycopg.Connection], T]) -> T:
+        """Write detection on the admin connection; a server that went away is one clear error."""
+        try:
+            return action(self._admin())
+        except psycopg.OperationalError as error:
+            raise ServerError(
+                f"Lost the connection to PostgreSQL at {mask_url(self.admin_url)}: "
+                f"{mask_text(str(error)).strip()}\n{_remedy(self.server_label)}"
             ) from None
 
     def _execute(
@@ -305,7 +326,7 @@ class LocalBackend(Backend):
     def write_marker(self, branch: NeonBranch) -> int:
         # Server-wide: other databases' writes can only cost an unneeded reset.
         reusable = self._next_markers.pop(branch.branch_id, None)
-        return reusable if reusable is not None else isolation.write_marker(self._admin())
+        return reusable if reusable is not None else self._detect(isolation.write_marker)
 
     def wrote_since(
         self,
@@ -325,13 +346,15 @@ class LocalBackend(Backend):
                 branch, lambda connection: isolation.restore_sequences(connection, sequences)
             )
 
-        return isolation.wrote_since(
-            self._admin(),
-            marker,
-            committed_only=committed_only,
-            known=known,
-            undo_rolled_back=undo_rolled_back,
-            reuse=lambda now: self._next_markers.__setitem__(branch.branch_id, now),
+        return self._detect(
+            lambda admin: isolation.wrote_since(
+                admin,
+                marker,
+                committed_only=committed_only,
+                known=known,
+                undo_rolled_back=undo_rolled_back,
+                reuse=lambda now: self._next_markers.__setitem__(branch.branch_id, now),
+            )
         )
 
     def _on_branch(self, branch: NeonBranch, action: Callable[[psycopg.Connection], T]) -> T:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -413,4 +414,47 @@ def test_sigkilled_run_on_a_given_server_is_cleaned_up(
 
     result.assert_outcomes(passed=1)
     assert leftovers() == (set(), set())
+    neon_project.assert_nothing_left()
+
+
+SERVER_DIES = """
+import os
+import signal
+from pathlib import Path
+
+import psycopg
+
+
+def test_1_kills_the_server(neon_branch_isolated):
+    with psycopg.connect(neon_branch_isolated.connection_string) as connection:
+        data_dir = connection.execute("SHOW data_directory").fetchone()[0]
+    pid = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_2_needs_the_server(neon_branch_isolated):
+    pass
+
+
+def test_3_needs_it_too(neon_branch_isolated):
+    pass
+"""
+
+
+def test_server_dying_mid_run_is_one_clear_error(neon_project: NeonProject) -> None:
+    """The embedded server is killed during a test: the next test errors once, naming the
+    server, the session stops, and nothing is left behind (no process, no files)."""
+    neon_project.write_alembic()
+    neon_project.pytester.makepyfile(test_dies=SERVER_DIES)
+
+    result = neon_project.run()
+    output = neon_project.output(result)
+
+    # test_1 passes, then its reset finds the server gone: one error, and the session stops.
+    result.assert_outcomes(passed=1, errors=1)
+    assert "pytest-neon-alembic: Lost the connection to PostgreSQL" in output
+    assert "The embedded PostgreSQL server is not running any more" in output
+    assert "Traceback" not in output
+    assert "test_2_needs_the_server" not in output
+    assert re.search(r"^backend: local \(embedded PostgreSQL \d+", output, re.M)
     neon_project.assert_nothing_left()
