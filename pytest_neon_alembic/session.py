@@ -82,17 +82,12 @@ class BranchSession:
             neon = NeonBackend.from_settings(settings)
             try:
                 swept = neon.start()
-                description = neon.describe()
             finally:
                 neon.close()
             if swept:
                 self.run.record_event("swept", branches=swept)
-            return {
-                "kind": "neon",
-                "neon": neon.to_state(),
-                "server": None,
-                "description": description,
-            }
+            # No description now: on Neon it may cost an API call; the report asks later.
+            return {"kind": "neon", "neon": neon.to_state(), "server": None}
 
         def local_backend(admin_url: str, label: str) -> LocalBackend:
             return LocalBackend(
@@ -386,6 +381,9 @@ class BranchSession:
             return report
         report.used = True
         report.backend = backend_state.get("description", "")
+        if not report.backend:
+            with contextlib.suppress(NeonAlembicError):
+                report.backend = self.backend.describe()
         for event in self.run.events():
             kind = event["event"]
             if kind == "created":

@@ -450,11 +450,16 @@ def test_server_dying_mid_run_is_one_clear_error(neon_project: NeonProject) -> N
     result = neon_project.run()
     output = neon_project.output(result)
 
-    # test_1 passes, then its reset finds the server gone: one error, and the session stops.
-    result.assert_outcomes(passed=1, errors=1)
+    # The next look at the server finds it gone (test_1's teardown, or test_2's setup or
+    # teardown: a killed postmaster's backends linger for a moment): one error, and the
+    # session stops there.
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors") == 1, outcomes
+    assert outcomes.get("passed", 0) <= 2, outcomes
+    assert "failed" not in outcomes, outcomes
     assert "pytest-neon-alembic: Lost the connection to PostgreSQL" in output
     assert "The embedded PostgreSQL server is not running any more" in output
     assert "Traceback" not in output
-    assert "test_2_needs_the_server" not in output
+    assert "test_3_needs_it_too" not in output
     assert re.search(r"^backend: local \(embedded PostgreSQL \d+", output, re.M)
     neon_project.assert_nothing_left()
