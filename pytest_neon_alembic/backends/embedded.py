@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import PostgresNotFoundError, ServerError
 from ..processes import process_alive
-from . import cluster, postmaster
+from . import cache, cluster, postmaster
 from .binaries import (
     BINDIR_ENV_VAR,
     REMEDIES,
@@ -189,6 +189,7 @@ class EmbeddedServer:
             run_bindir, source_bindir, version, ld_library_path, cache_dir, run_dir, run_as
         )
         snapshot_dir = cluster.snapshot_dir(template, snapshot) if snapshot else None
+        cache.prune(cache_dir)  # entries of other builds and long-gone projects
         try:
             copied = snapshot_dir is not None and cluster.copy_snapshot(
                 snapshot_dir, data_dir, initdb_ran
