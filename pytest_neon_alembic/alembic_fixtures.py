@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from .checks import injected_connection
 from .fixtures import _setup
+from .migrations import injected_connection
 from .session import BranchSession
 
 
@@ -31,6 +31,6 @@ def alembic_engine(request: pytest.FixtureRequest, _neon_session: BranchSession)
     either shape work; the branch is deleted after the test.
     """
     branch = _setup(request, _neon_session.fresh_branch)
-    with injected_connection(branch) as connection:
+    with injected_connection(branch.connection_string) as connection:
         yield connection
     _neon_session.release(branch)

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.pool import NullPool
 
 from .branch import NeonBranch
 from .errors import MigrationError, NeonAlembicError
-from .migrations import AlembicProject, InjectedConnection, failing_revision, sqlalchemy_url
+from .migrations import AlembicProject, failing_revision, injected_connection
 
 CHECKS = (
     "test_single_head_revision",
@@ -46,18 +44,6 @@ def check_function(name: str) -> Callable[[Any], None]:
     return getattr(default, name)
 
 
-@contextlib.contextmanager
-def injected_connection(branch: NeonBranch) -> Iterator[InjectedConnection]:
-    """A Connection on ``branch`` that env.py can use in either shape (see migrations.py)."""
-    engine = sa.create_engine(sqlalchemy_url(branch.connection_string), poolclass=NullPool)
-    engine._connection_cls = InjectedConnection
-    try:
-        with engine.connect() as connection:
-            yield connection
-    finally:
-        engine.dispose()
-
-
 def run_check(name: str, project: AlembicProject, branch: NeonBranch | None) -> dict | None:
     """Run one check; None when it passed, else its failure as ``{"message", "context"}``."""
     from pytest_alembic import runner
@@ -66,7 +52,9 @@ def run_check(name: str, project: AlembicProject, branch: NeonBranch | None) -> 
 
     config = Config.from_raw_config(project.config())
     with contextlib.ExitStack() as stack:
-        connection = stack.enter_context(injected_connection(branch)) if branch else None
+        connection = (
+            stack.enter_context(injected_connection(branch.connection_string)) if branch else None
+        )
         alembic_runner = stack.enter_context(runner(config=config, engine=connection))
         try:
             check_function(name)(alembic_runner)

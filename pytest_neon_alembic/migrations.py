@@ -46,6 +46,19 @@ class InjectedConnection(Connection):
         yield self
 
 
+@contextlib.contextmanager
+def injected_connection(connection_string: str) -> Iterator[InjectedConnection]:
+    """A Connection on the database that env.py can use in either shape, outside any
+    transaction (what the plugin injects as ``config.attributes["connection"]``)."""
+    engine = sa.create_engine(sqlalchemy_url(connection_string), poolclass=NullPool)
+    engine._connection_cls = InjectedConnection  # connect() returns our subclass
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
 def sqlalchemy_url(connection_string: str) -> str:
     """The SQLAlchemy URL for a libpq connection string, using psycopg 3."""
     for prefix in ("postgresql://", "postgres://"):
@@ -128,34 +141,30 @@ class AlembicProject:
         a migration fails, and when env.py migrated some other database.
         """
         from alembic.runtime.environment import EnvironmentContext
+        from alembic.script import ScriptDirectory
 
         config = self.config()
-        script = self.script_directory()
-        engine = sa.create_engine(sqlalchemy_url(connection_string), poolclass=NullPool)
-        engine._connection_cls = InjectedConnection  # connect() returns our subclass
-        try:
-            with engine.connect() as connection:
-                config.attributes["connection"] = connection
-                try:
-                    # What `alembic.command.upgrade` does, keeping hold of the context
-                    # env.py configured: it tells which connection env.py used.
-                    with EnvironmentContext(
-                        config,
-                        script,
-                        fn=lambda revision, _context: script._upgrade_revs("heads", revision),
-                        destination_rev="heads",
-                    ) as environment:
-                        script.run_env()
-                        migration_context = environment.get_context()
-                    if connection.in_transaction():
-                        connection.commit()
-                except Exception as error:
-                    with contextlib.suppress(Exception):
-                        connection.rollback()
-                    raise self._explain_failure(error, script) from error
-                self._check_migrated(connection, migration_context, script)
-        finally:
-            engine.dispose()
+        script = ScriptDirectory.from_config(config)
+        with injected_connection(connection_string) as connection:
+            config.attributes["connection"] = connection
+            try:
+                # What `alembic.command.upgrade` does, keeping hold of the context
+                # env.py configured: it tells which connection env.py used.
+                with EnvironmentContext(
+                    config,
+                    script,
+                    fn=lambda revision, _context: script._upgrade_revs("heads", revision),
+                    destination_rev="heads",
+                ) as environment:
+                    script.run_env()
+                    migration_context = environment.get_context()
+                if connection.in_transaction():
+                    connection.commit()
+            except Exception as error:
+                with contextlib.suppress(Exception):
+                    connection.rollback()
+                raise self._explain_failure(error, script) from error
+            self._check_migrated(connection, migration_context, script)
 
     def _check_migrated(self, connection: Connection, migration_context, script) -> None:
         """Detect an env.py that migrated some other database: the branch must be at head.
