@@ -13,9 +13,11 @@ connection: server-wide on the local backend, per branch on Neon.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from psycopg import sql
 
 SEAL_SEQUENCES = """
@@ -30,6 +32,8 @@ BEGIN
   END LOOP;
 END $$
 """
+
+T = TypeVar("T")
 
 _TAKE_ID = "SELECT txid_current()"
 
@@ -126,3 +130,43 @@ def wrote_since(
     if committed:
         return True
     return not (undo_rolled_back is not None and undo_rolled_back())
+
+
+class KeptConnections:
+    """One autocommit connection per branch, kept across tests for the checks above.
+
+    A reset (local) or restore (Neon) ends it; the next use reconnects once.
+    """
+
+    def __init__(self, on_connect: Callable[[psycopg.Connection], None] | None = None) -> None:
+        self._connections: dict[str, psycopg.Connection] = {}
+        self._on_connect = on_connect
+
+    def run(self, key: str, url: str, action: Callable[[psycopg.Connection], T]) -> T:
+        for attempt in (1, 2):
+            try:
+                connection = self._connections.get(key)
+                if connection is None or connection.closed or connection.broken:
+                    connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                    if self._on_connect is not None:
+                        self._on_connect(connection)
+                    self._connections[key] = connection
+                return action(connection)
+            except psycopg.OperationalError:
+                self.forget(key)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def open_ones(self) -> list[psycopg.Connection]:
+        return [c for c in self._connections.values() if not c.closed]
+
+    def forget(self, key: str) -> None:
+        connection = self._connections.pop(key, None)
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def close(self) -> None:
+        for key in list(self._connections):
+            self.forget(key)

@@ -88,7 +88,7 @@ class LocalBackend(Backend):
         self._server_version: int | None = None
         self.can_create_roles = True  # checked by check_privileges()
         self._spares: dict[str, SpareClone] = {}  # next reset's copy, by branch
-        self._branch_connections: dict[str, psycopg.Connection] = {}
+        self._branch_connections = isolation.KeptConnections()
         self._next_markers: dict[str, int] = {}  # the last clean check's id, by branch
 
     def __repr__(self) -> str:
@@ -342,8 +342,10 @@ class LocalBackend(Backend):
         known = spare.own_transaction_ids() if spare is not None else frozenset()
 
         def undo_rolled_back() -> bool:
-            return sequences is not None and self._on_branch(
-                branch, lambda connection: isolation.restore_sequences(connection, sequences)
+            return sequences is not None and self._branch_connections.run(
+                branch.branch_id,
+                replace_database(self.admin_url, branch.branch_id),
+                lambda connection: isolation.restore_sequences(connection, sequences),
             )
 
         return self._detect(
@@ -356,22 +358,6 @@ class LocalBackend(Backend):
                 reuse=lambda now: self._next_markers.__setitem__(branch.branch_id, now),
             )
         )
-
-    def _on_branch(self, branch: NeonBranch, action: Callable[[psycopg.Connection], T]) -> T:
-        """``action`` on a connection to the branch kept across tests (a reset ends it)."""
-        for attempt in (1, 2):
-            connection = self._branch_connections.get(branch.branch_id)
-            try:
-                if connection is None or connection.closed or connection.broken:
-                    url = replace_database(self.admin_url, branch.branch_id)
-                    connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
-                    self._branch_connections[branch.branch_id] = connection
-                return action(connection)
-            except psycopg.OperationalError:
-                self._branch_connections.pop(branch.branch_id, None)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -417,9 +403,7 @@ class LocalBackend(Backend):
         for branch_id in list(self._spares):
             with contextlib.suppress(ServerError):
                 self._discard_spare(branch_id)
-        for connection in self._branch_connections.values():
-            connection.close()
-        self._branch_connections.clear()
+        self._branch_connections.close()
         if self._connection is not None:
             self._connection.close()
             self._connection = None

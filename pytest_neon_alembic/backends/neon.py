@@ -152,7 +152,7 @@ class NeonBackend(Backend):
         self.pg_version = pg_version
         self.operation_timeout = operation_timeout
         self._sleep = sleep
-        self._connections: dict[str, psycopg.Connection] = {}
+        self._connections = isolation.KeptConnections(on_connect=self._note_version)
         # Operations this process started without waiting (deletions), by branch: a later
         # call on that branch waits for them rather than collecting a 423 and a backoff.
         self._in_flight: dict[str, list[dict[str, Any]]] = {}
@@ -393,7 +393,7 @@ class NeonBackend(Backend):
         self._refuse_default(branch.branch_id, "restore")
         if branch.branch_id == source.branch_id:
             raise GuardError(f"Refusing to restore branch {branch.branch_id!r} onto itself.")
-        self._forget_connection(branch.key)  # the restore ends it anyway
+        self._connections.forget(branch.key)  # the restore ends it anyway
         self._settle(branch.branch_id)
         try:
             answer = self.http.request(
@@ -419,7 +419,7 @@ class NeonBackend(Backend):
         self._wait(answer.get("operations") or [], f"restore of branch {branch.branch_id!r}")
 
     def delete_branch(self, branch: NeonBranch) -> None:
-        self._forget_connection(branch.key)
+        self._connections.forget(branch.key)
         if branch.read_only:
             if not branch.endpoint_id:
                 return
@@ -477,29 +477,9 @@ class NeonBackend(Backend):
             return True  # when in doubt, reset
 
     def _on_connection(self, branch: NeonBranch, action: Callable[[psycopg.Connection], T]) -> T:
-        """Run ``action`` on this process's connection to ``branch``, reconnecting once if a
-        restore (or a suspended compute) ended it."""
-        for attempt in (1, 2):
-            try:
-                connection = self._connections.get(branch.key)
-                if connection is None or connection.closed or connection.broken:
-                    connection = psycopg.connect(
-                        branch.connection_string, autocommit=True, connect_timeout=10
-                    )
-                    self._note_version(connection)
-                    self._connections[branch.key] = connection
-                return action(connection)
-            except psycopg.OperationalError:
-                self._forget_connection(branch.key)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _forget_connection(self, key: str) -> None:
-        connection = self._connections.pop(key, None)
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                connection.close()
+        """``action`` on this process's kept connection to ``branch`` (a restore, or a
+        suspended compute, ends it: reconnected once)."""
+        return self._connections.run(branch.key, branch.connection_string, action)
 
     # -- state shared with the run's other processes ------------------------------------------
 
@@ -530,8 +510,7 @@ class NeonBackend(Backend):
         return cls(api_key=api_key, **state)
 
     def close(self) -> None:
-        for key in list(self._connections):
-            self._forget_connection(key)
+        self._connections.close()
         self.http.close()
 
     # -- orphan sweep ---------------------------------------------------------------------------
@@ -805,10 +784,9 @@ class NeonBackend(Backend):
             self.pg_version = f"{number // 10000}.{number % 100}"
 
     def _version_from_connections(self) -> str | None:
-        for connection in self._connections.values():
-            if not connection.closed:
-                self._note_version(connection)
-                return self.pg_version
+        for connection in self._connections.open_ones():
+            self._note_version(connection)
+            return self.pg_version
         return None
 
     def _version_from_api(self) -> str | None:
