@@ -599,8 +599,8 @@ def main() -> None:
     os.chmod(scratch, 0o755)
     state = private_dir("neon-alembic-bench-state-")
     os.environ["PYTEST_NEON_ALEMBIC_STATE_DIR"] = str(state)
-    from pytest_neon_alembic.backends.embedded import EmbeddedServer
     from pytest_neon_alembic.coordination import state_root
+    from pytest_neon_alembic.server.embedded import EmbeddedServer
 
     server = None
     bench = Bench(scratch, scratch / "project", app.write_app(scratch / "app"), state)

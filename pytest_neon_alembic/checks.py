@@ -1,25 +1,18 @@
 """pytest-alembic's default checks, once per run, each on a fresh empty branch.
 
-``--neon-alembic-checks`` adds one test item per check (single head revision,
-upgrade, model definitions match DDL, up/down consistency) at the front of the
-session. The checks are pytest-alembic's own functions, called with a runner
-on a fresh branch of the parent; pytest-alembic's collector is not used (it
-crashes on pytest >= 9.2). The first check item to run executes every selected
-check, in one process of the run, and records the outcomes; each item then
-reports its own, with pytest-alembic's failure message.
+The checks are pytest-alembic's own functions, called with a runner on a fresh
+branch of the parent; pytest-alembic's collector is not used (it crashes on
+pytest >= 9.2). The test items that report them are in ``check_items.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from .branch import NeonBranch
-from .errors import MigrationError, NeonAlembicError
+from .errors import MigrationError
 from .migrations import AlembicProject, failing_revision, injected_connection
 
 CHECKS = (
@@ -72,53 +65,6 @@ def run_check(name: str, project: AlembicProject, branch: NeonBranch | None) -> 
                 message = f"{message}\n{TARGET_METADATA_HINT}"
             return {"message": message, "context": []}
     return None
-
-
-class AlembicChecks(pytest.File):
-    """The check items, attached to the project's alembic.ini."""
-
-    def collect(self) -> Iterator[AlembicCheckItem]:
-        for name in CHECKS:
-            yield AlembicCheckItem.from_parent(self, name=name)
-
-
-class AlembicCheckItem(pytest.Item):
-    """One of pytest-alembic's default checks, as a test item of the run."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_marker("alembic")
-
-    def runtest(self) -> None:
-        from pytest_alembic.plugin.error import AlembicTestFailure
-
-        from .fixtures import SESSION_KEY
-
-        session = self.config.stash[SESSION_KEY]
-        selected = self.config.stash.get(SELECTED_KEY, (self.name,))
-        outcome = session.alembic_checks(selected)[self.name]
-        if outcome is not None:
-            raise AlembicTestFailure(outcome["message"], [tuple(c) for c in outcome["context"]])
-
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
-        if isinstance(excinfo.value, (AssertionError, NeonAlembicError)):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, 0, f"[pytest-alembic] {self.name}"
-
-
-SELECTED_KEY = pytest.StashKey[tuple[str, ...]]()
-
-
-def check_items(session: pytest.Session, ini_path: Path) -> list[pytest.Item]:
-    """The check items, reported as collected (so "collected N items" counts them)."""
-    node = AlembicChecks.from_parent(session, path=ini_path)
-    items: list[pytest.Item] = list(node.collect())
-    report = pytest.CollectReport(node.nodeid, "passed", None, items)
-    session.config.hook.pytest_collectreport(report=report)
-    return items
 
 
 def run_checks(

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from .branch import NeonBranch
 from .config import RESET_STRATEGIES
 from .errors import NeonAlembicError
-from .migrations import sqlalchemy_url
 from .session import BranchSession
+from .urls import sqlalchemy_url
 
 T = TypeVar("T")
 SESSION_KEY = pytest.StashKey[BranchSession]()
@@ -188,11 +188,11 @@ def neon_branch_isolated(
     reset happens only if something was committed anyway.
     """
     strategy = _reset_strategy(request, _neon_session)
-    marker = _setup(request, lambda: _neon_session.before_test(_neon_isolated_branch))
+    marker = _setup(request, lambda: _neon_session.resets.before_test(_neon_isolated_branch))
     yield _neon_isolated_branch
     _setup(
         request,
-        lambda: _neon_session.after_test(
+        lambda: _neon_session.resets.after_test(
             _neon_isolated_branch,
             _neon_migrated,
             marker,
@@ -263,7 +263,7 @@ def _neon_isolated_engine(
     _neon_session: BranchSession, _neon_isolated_branch: NeonBranch
 ) -> Iterator[sa.Engine]:
     for engine in _engine(_neon_isolated_branch):
-        _neon_session.on_reset(_neon_isolated_branch, engine.dispose)
+        _neon_session.resets.on_reset(_neon_isolated_branch, engine.dispose)
         yield engine
 
 

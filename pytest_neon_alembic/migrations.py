@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from .errors import MigrationError
 from .redact import mask_text
+from .urls import sqlalchemy_url
 
 ENV_PY_SNIPPET = """\
     connectable = config.attributes.get("connection", None)
@@ -57,14 +58,6 @@ def injected_connection(connection_string: str) -> Iterator[InjectedConnection]:
             yield connection
     finally:
         engine.dispose()
-
-
-def sqlalchemy_url(connection_string: str) -> str:
-    """The SQLAlchemy URL for a libpq connection string, using psycopg 3."""
-    for prefix in ("postgresql://", "postgres://"):
-        if connection_string.startswith(prefix):
-            return "postgresql+psycopg://" + connection_string[len(prefix) :]
-    return connection_string
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from . import alembic_fixtures
-from .checks import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
+from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
 from .config import OPTIONS, read_settings
 from .coordination import RunDirectory, state_root
 from .errors import NeonAlembicError
@@ -39,7 +39,9 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     neon_migration_branch,
     neon_session,
 )
-from .session import BranchSession, Report, reap_abandoned_runs
+from .report import Report
+from .run_end import reap_abandoned_runs
+from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
 REPORT_KEY = pytest.StashKey[Report]()
@@ -113,7 +115,7 @@ class _XdistHandOver:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     branch_session = item.config.stash.get(SESSION_KEY, None)
     if branch_session is not None:
-        branch_session.test_started()
+        branch_session.resets.test_started()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:

@@ -412,10 +412,10 @@ def neon_project(
 def local_server(e2e_cache_dir: Path) -> Iterator[object]:
     """An embedded PostgreSQL started for one test module, for ``--neon-local-url`` tests.
 
-    It is ``pytest_neon_alembic.backends.embedded.EmbeddedServer``; ``admin_url``
+    It is ``pytest_neon_alembic.server.embedded.EmbeddedServer``; ``admin_url``
     is its superuser URL.
     """
-    from pytest_neon_alembic.backends.embedded import EmbeddedServer
+    from pytest_neon_alembic.server.embedded import EmbeddedServer
 
     scratch = new_scratch_dir("pna-e2e-server")
     try:

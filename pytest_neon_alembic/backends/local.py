@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import socket
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
@@ -25,12 +24,13 @@ from .. import isolation
 from ..branch import NeonBranch
 from ..errors import ServerError
 from ..redact import mask_text, mask_url
+from ..urls import replace_database
 from .base import Backend
+from .readonly import read_only_role
 from .spare import SpareClone
 
 T = TypeVar("T")
 MARKER_KEY = "pytest_neon_alembic"
-SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 
 
 def _remedy(server_label: str) -> str:
@@ -43,26 +43,6 @@ def _remedy(server_label: str) -> str:
         "Check that the server is running and that the URL's host, port, user and password "
         "are right (--neon-local-url / NEON_LOCAL_URL)."
     )
-
-
-def replace_database(
-    url: str, database: str, user: str | None = None, password: str | None = None
-) -> str:
-    """``url`` pointing at another database (and optionally as another role)."""
-    parts = urlsplit(url)
-    user = user if user is not None else unquote(parts.username or "")
-    password = password if password is not None else unquote(parts.password or "")
-    netloc = ""
-    if user:
-        netloc = quote(user, safe="")
-        if password:
-            netloc += ":" + quote(password, safe="")
-        netloc += "@"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc += host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, "/" + quote(database, safe=""), parts.query, ""))
 
 
 class LocalBackend(Backend):
@@ -194,43 +174,7 @@ class LocalBackend(Backend):
             )
         self._terminate_connections(source.branch_id)
         self._clone(source.branch_id, name)
-        password = secrets.token_urlsafe(18)
-        role = sql.Identifier(name)
-        database = sql.Identifier(name)
-        self._drop_role(name)
-        self._execute(
-            sql.SQL(
-                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD {}"
-            ).format(role, sql.Literal(password))
-        )
-        self._execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(role))
-        self._execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
-        self._execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, role))
-        url = replace_database(self.admin_url, name)
-        with psycopg.connect(url, autocommit=True) as connection:
-            schemas = [
-                row[0]
-                for row in connection.execute(
-                    "SELECT nspname FROM pg_namespace WHERE nspname <> ALL(%s) "
-                    "AND nspname NOT LIKE 'pg\\_%%temp\\_%%'",
-                    (list(SYSTEM_SCHEMAS),),
-                )
-            ]
-            # Creating large objects needs no privilege at all: take that away too.
-            connection.execute(
-                "REVOKE EXECUTE ON FUNCTION lo_create(oid), lo_creat(integer), "
-                "lo_from_bytea(oid, bytea), lo_import(text), lo_import(text, oid) FROM PUBLIC"
-            )
-            for schema in schemas:
-                ident = sql.Identifier(schema)
-                connection.execute(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(ident))
-                connection.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ident, role))
-                connection.execute(
-                    sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(ident, role)
-                )
-                connection.execute(
-                    sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(ident, role)
-                )
+        password = read_only_role(self._execute, replace_database(self.admin_url, name), name)
         return self._branch(
             name,
             parent_id=source.branch_id,

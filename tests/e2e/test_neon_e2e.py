@@ -58,7 +58,7 @@ EMULATOR_GAPS = ("test_a_readonly.py::test_1b_readonly_refuses_large_objects",)
 SHORT_TIMEOUTS = """
 import dataclasses
 
-from pytest_neon_alembic.backends import neon_http
+from pytest_neon_alembic.backends.neon import http as neon_http
 
 
 @dataclasses.dataclass(frozen=True)

@@ -487,8 +487,8 @@ class NeonEmulator:
 
     def _start_embedded(self) -> str:
         """An embedded PostgreSQL of our own, as the plugin starts it."""
-        from pytest_neon_alembic.backends.embedded import EmbeddedServer
         from pytest_neon_alembic.coordination import state_root
+        from pytest_neon_alembic.server.embedded import EmbeddedServer
 
         root = state_root()
         self._run_dir = Path(tempfile.mkdtemp(prefix="neon-emulator-", dir=root))

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pytest_neon_alembic.backends.embedded import EmbeddedServer
 from pytest_neon_alembic.backends.local import LocalBackend
 from pytest_neon_alembic.coordination import RunDirectory, state_root
+from pytest_neon_alembic.server.embedded import EmbeddedServer
 
 
 @pytest.fixture(scope="session")

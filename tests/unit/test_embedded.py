@@ -32,15 +32,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from pytest_neon_alembic.backends import binaries, embedded, system_user
-from pytest_neon_alembic.backends.embedded import (
+from pytest_neon_alembic.errors import PostgresNotFoundError, ServerError
+from pytest_neon_alembic.server import binaries, embedded, system_user
+from pytest_neon_alembic.server.embedded import (
     BINDIR_ENV_VAR,
     SYSTEM_USER,
     EmbeddedServer,
     find_postgres_bindir,
     stop_abandoned_server,
 )
-from pytest_neon_alembic.errors import PostgresNotFoundError, ServerError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IS_ROOT = os.geteuid() == 0
@@ -304,7 +304,7 @@ def test_concurrent_cold_starts_share_one_initdb(scratch: Path, tmp_path: Path) 
         import json, sys
         from pathlib import Path
         import psycopg
-        from pytest_neon_alembic.backends.embedded import EmbeddedServer
+        from pytest_neon_alembic.server.embedded import EmbeddedServer
         server = EmbeddedServer.start(Path(sys.argv[1]), Path(sys.argv[2]))
         try:
             with psycopg.connect(server.admin_url) as conn:
@@ -395,7 +395,7 @@ def test_state_round_trip_and_stop_from_another_process(
     script = textwrap.dedent(
         """
         import json, sys
-        from pytest_neon_alembic.backends.embedded import EmbeddedServer
+        from pytest_neon_alembic.server.embedded import EmbeddedServer
         EmbeddedServer.from_state(json.loads(sys.stdin.read())).stop()
         """
     )
@@ -426,7 +426,7 @@ def test_stop_abandoned_server_after_sigkill(scratch: Path, cache_dir: Path) -> 
         """
         import json, sys, time
         from pathlib import Path
-        from pytest_neon_alembic.backends.embedded import EmbeddedServer
+        from pytest_neon_alembic.server.embedded import EmbeddedServer
         server = EmbeddedServer.start(Path(sys.argv[1]), Path(sys.argv[2]))
         print(json.dumps({"pid": server.pid, "port": server.port}), flush=True)
         time.sleep(600)

@@ -15,10 +15,11 @@ import pytest
 from psycopg import errors as pg_errors
 from psycopg import sql
 
-from pytest_neon_alembic.backends.local import LocalBackend, replace_database
+from pytest_neon_alembic.backend_start import marker_is_abandoned
+from pytest_neon_alembic.backends.local import LocalBackend
 from pytest_neon_alembic.branch import NeonBranch
 from pytest_neon_alembic.errors import ServerError
-from pytest_neon_alembic.session import _marker_is_abandoned
+from pytest_neon_alembic.urls import replace_database
 
 Names = Callable[[str], str]
 
@@ -459,7 +460,7 @@ def test_drop_abandoned_drops_only_databases_of_dead_runs_on_this_host(
     )
     query(admin_url, f"COMMENT ON DATABASE \"{unmarked}\" IS 'somebody else''s database'")
     try:
-        dropped = local_backend.drop_abandoned(_marker_is_abandoned)
+        dropped = local_backend.drop_abandoned(marker_is_abandoned)
 
         assert set(dropped) == {dead_branch.branch_id, dead_readonly.branch_id}
         assert not database_exists(admin_url, dead_branch.branch_id)

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from pytest_neon_alembic.errors import MigrationError
-from pytest_neon_alembic.migrations import ENV_PY_SNIPPET, AlembicProject, sqlalchemy_url
+from pytest_neon_alembic.migrations import ENV_PY_SNIPPET, AlembicProject
+from pytest_neon_alembic.urls import sqlalchemy_url
 
 # env.py in the shape of pytest-alembic's snippet: the injected object is used like an Engine.
 ENV_CONNECT = """\

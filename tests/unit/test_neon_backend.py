@@ -1,4 +1,4 @@
-"""backends.neon / backends.neon_http: the Neon backend, against the Neon-API emulator.
+"""backends.neon:  the Neon backend, against the Neon-API emulator.
 
 The emulator (``tests/neon_emulator``) speaks real HTTP on loopback and backs
 every branch with a real PostgreSQL database, so these tests run the backend's
@@ -29,7 +29,7 @@ from pytest_neon_alembic.backends.neon import (
     is_our_branch_name,
     sanitize_name_part,
 )
-from pytest_neon_alembic.backends.neon_http import (
+from pytest_neon_alembic.backends.neon.http import (
     AmbiguousRequestError,
     NeonHTTP,
     RetryPolicy,

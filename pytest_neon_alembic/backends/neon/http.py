@@ -39,8 +39,8 @@ from typing import Any
 import requests
 from requests.auth import AuthBase
 
-from ..errors import NeonAPIError
-from ..redact import mask_text, mask_url
+from ...errors import NeonAPIError
+from ...redact import mask_text, mask_url
 
 try:  # the version for the User-Agent: which plugin version made a call shows in Neon's logs
     from importlib.metadata import version as _package_version

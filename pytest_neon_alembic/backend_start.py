@@ -1,0 +1,95 @@
+"""Starting a run's backend once, and rebuilding it in every process of the run.
+
+``start_backend`` runs in one process (through ``RunDirectory.run_once``): it
+starts the embedded server or checks a given one, or starts the Neon backend;
+its result is a JSON state from which ``build_backend`` makes the backend in
+any process. The Neon API key is never part of that state.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from .backends.base import Backend
+from .backends.local import LocalBackend
+from .config import Settings
+from .coordination import RunDirectory, state_root
+from .errors import ConfigError
+from .migrations import AlembicProject
+from .processes import process_alive
+
+
+def start_backend(
+    settings: Settings, run: RunDirectory, project: AlembicProject | None
+) -> dict[str, Any]:
+    """Start what the run's branches live on; the state ``build_backend`` reads."""
+    owner_pid = run.owner_pid()
+    if settings.backend == "neon":
+        from .backends.neon import NeonBackend
+
+        # One API call: checks the key and project, finds the default branch (never
+        # touched), resolves the parent, and sweeps stale branches of crashed runs.
+        neon = NeonBackend.from_settings(settings)
+        try:
+            swept = neon.start()
+        finally:
+            neon.close()
+        if swept:
+            run.record_event("swept", branches=swept)
+        # No description now: on Neon it may cost an API call; the report asks later.
+        return {"kind": "neon", "neon": neon.to_state(), "server": None}
+
+    def local_backend(admin_url: str, label: str) -> LocalBackend:
+        return LocalBackend(
+            admin_url,
+            run_id=run.run_id,
+            owner_pid=owner_pid,
+            parent_database=settings.parent_branch,
+            server_label=label,
+        )
+
+    if settings.local_url:
+        backend = local_backend(settings.local_url, "server")
+        backend.check_privileges()
+        backend.drop_abandoned(marker_is_abandoned)
+        return {
+            "kind": "local",
+            "local": backend.to_state(),
+            "server": None,
+            "description": backend.describe(),
+        }
+    from .server.embedded import EmbeddedServer
+
+    snapshot = None
+    if project is not None and not settings.no_cache:
+        snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
+    server = EmbeddedServer.start(run.path, state_root() / "cache", snapshot=snapshot)
+    backend = local_backend(server.admin_url, "embedded")
+    return {
+        "kind": "local",
+        "local": backend.to_state(),
+        "server": server.to_state(),
+        "description": backend.describe(),
+    }
+
+
+def build_backend(state: dict[str, Any], settings: Settings | None = None) -> Backend:
+    """The backend described by a run's ``state``; ``settings`` give what is never written
+    to disk (the Neon API key)."""
+    if state["kind"] == "local":
+        return LocalBackend.from_state(state["local"])
+    if state["kind"] == "neon":
+        from .backends.neon import NeonBackend
+
+        return NeonBackend.from_state(
+            state["neon"], api_key=settings.api_key if settings is not None else None
+        )
+    raise ConfigError(f"Unknown backend kind {state['kind']!r}")
+
+
+def marker_is_abandoned(marker: dict[str, Any]) -> bool:
+    """A database left by a run on this host whose process is gone (and not kept on purpose)."""
+    if marker.get("kept"):
+        return False
+    return marker.get("host") == socket.gethostname() and not process_alive(int(marker["pid"]))

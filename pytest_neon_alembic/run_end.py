@@ -1,0 +1,90 @@
+"""The end of a run: delete what it created, stop its server, keep the migrated state;
+and the same cleanup for runs whose process was killed, at the next start."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+from .backend_start import build_backend
+from .backends.local import LocalBackend
+from .config import Settings
+from .coordination import RunDirectory, abandoned_runs, state_root
+from .errors import NeonAlembicError
+from .report import Report, read_report
+
+
+def finish_run(
+    settings: Settings, run: RunDirectory, describe: Callable[[], str] | None = None
+) -> Report:
+    """Delete what the run created, stop the server, and report; owner process only.
+
+    ``describe`` names the backend for the report when its state does not (Neon):
+    the owner's own backend may know the version from its connections, where a
+    fresh one would have to ask the API.
+    """
+    backend_state = run.done_quietly("backend")
+    if backend_state is None:
+        report = read_report(run, None, str)
+        _remove_run(run)
+        return report
+    backend = build_backend(backend_state, settings)
+    try:
+        report = read_report(run, backend_state, describe or backend.describe)
+        pending = [recorded for recorded in run.branches() if not recorded.deleted]
+        if settings.keep_branches:
+            report.kept = len(pending)
+            run.mark_kept()
+            for recorded in pending:
+                with contextlib.suppress(NeonAlembicError):
+                    backend.keep_branch(recorded.branch)
+        else:
+            for recorded in reversed(pending):
+                with contextlib.suppress(NeonAlembicError):
+                    backend.delete_branch(recorded.branch)
+                    run.record_deleted(recorded.branch)
+                    report.deleted += 1
+    finally:
+        backend.close()
+        if backend_state.get("server") and not settings.keep_branches:
+            from .server.embedded import EmbeddedServer
+
+            server = EmbeddedServer.from_state(backend_state["server"])
+            server.stop()
+            if report.cache == "stored":
+                server.save_snapshot()  # the next run starts with the migrated state
+    if not settings.keep_branches:
+        _remove_run(run)
+    return report
+
+
+def _remove_run(run: RunDirectory) -> None:
+    """The run's files go; a server still running in them is stopped first, whatever
+    state the run ended in."""
+    from .server.embedded import stop_abandoned_server
+
+    stop_abandoned_server(run.path)
+    run.remove()
+
+
+def reap_abandoned_runs() -> list[str]:
+    """Clean up after runs whose process was killed: servers, databases, files."""
+    from .server.embedded import stop_abandoned_server
+
+    cleaned = []
+    for run in abandoned_runs(state_root()):
+        stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
+        state = run.done_quietly("backend")
+        if state and state.get("kind") == "local" and not state.get("server") and not run.kept():
+            backend = LocalBackend.from_state(state["local"])
+            try:
+                for recorded in reversed(run.branches()):
+                    if not recorded.deleted:
+                        backend.delete_branch(recorded.branch)
+            except NeonAlembicError:
+                pass  # server gone or unreachable: its databases carry markers for later
+            finally:
+                backend.close()
+        run.remove()
+        cleaned.append(run.run_id)
+    return cleaned
