@@ -111,13 +111,6 @@ class _XdistHandOver:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    branch_session = item.config.stash.get(SESSION_KEY, None)
-    if branch_session is not None:
-        branch_session.resets.test_started()
-
-
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """alembic.ini named on the command line (`pytest alembic.ini::test_upgrade`)."""
     settings = _checks_settings(parent.config)

@@ -25,6 +25,7 @@ class Report:
     deleted: int = 0
     kept: int = 0
     resets: int = 0
+    in_place: int = 0  # of the resets, those put back in place (no new database)
     clean: int = 0
     durations: list[float] = field(default_factory=list)
 
@@ -42,6 +43,8 @@ class Report:
             + (f", {self.swept} left by crashed runs deleted" if self.swept else ""),
         ]
         resets = f"resets: {self.resets} done, {self.clean} skipped as clean"
+        if self.in_place:
+            resets += f", {self.in_place} in place"
         if self.durations:
             resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
         lines.append(resets)
@@ -74,6 +77,7 @@ def read_report(
             report.cache = "hit" if event["hit"] else "stored"
         elif kind == "resets":
             report.resets += event["resets"]
+            report.in_place += event.get("in_place", 0)
             report.clean += event["clean"]
             report.durations.extend(event["durations"])
     return report
