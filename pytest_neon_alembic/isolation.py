@@ -152,6 +152,11 @@ class KeptConnections:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def adopt(self, key: str, connection: psycopg.Connection) -> None:
+        """Keep ``connection`` (opened elsewhere) as the one for ``key``."""
+        self.forget(key)
+        self._connections[key] = connection
+
     def open_ones(self) -> list[psycopg.Connection]:
         return [c for c in self._connections.values() if not c.closed]
 

@@ -174,7 +174,8 @@ def instrument(connection: Any) -> bool:
         # A stub first: replacing it at the end changes no catalog's row count, so the
         # counts reset() compares with (without superuser rights) include everything.
         statements.append(
-            f"CREATE FUNCTION {_ident('reset')}() RETURNS text LANGUAGE plpgsql "
+            f"CREATE FUNCTION {_ident('reset')}(dry boolean DEFAULT false) RETURNS text "
+            "LANGUAGE plpgsql "
             "AS $$BEGIN RETURN ''; END $$"
         )
         if full:
@@ -371,7 +372,8 @@ def _reset_function(connection: Any, tables: list[Table], sequences: list[str], 
     else:
         restore_tables = ""
     return f"""
-CREATE OR REPLACE FUNCTION {_ident("reset")}() RETURNS text LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION {_ident("reset")}(dry boolean DEFAULT false) RETURNS text
+LANGUAGE plpgsql AS $$
 DECLARE
   busy text;
   moved int[];
@@ -380,10 +382,11 @@ BEGIN
   SELECT string_agg(pid::text, ',') INTO busy FROM pg_stat_activity
   WHERE datname = current_database() AND pid <> pg_backend_pid()
     AND backend_type = 'client backend' AND state IS DISTINCT FROM 'idle';
-  IF busy IS NOT NULL THEN RETURN 'busy:' || busy; END IF;
+  IF busy IS NOT NULL AND NOT dry THEN RETURN 'busy:' || busy; END IF;
   IF {" OR ".join(swap_checks)} THEN RETURN 'swap'; END IF;
   {moved}
   PERFORM 1 FROM {_ident("changed")} LIMIT 1;
+  IF dry THEN RETURN 'dry'; END IF;
   IF NOT FOUND AND moved IS NULL THEN RETURN 'clean'; END IF;
   {restore_tables}
   {put_back}
@@ -419,6 +422,12 @@ def _sequence_checks(connection: Any, sequences: list[str]) -> tuple[str, str]:
 def reset(connection: Any) -> str:
     """Run the database's ``reset()``: ``clean``, ``restored``, ``swap`` or ``busy:<pids>``."""
     return connection.execute(f"SELECT {_ident('reset')}()").fetchone()[0]
+
+
+def prepare(connection: Any) -> None:
+    """Plan ``reset()``'s checks on this session, changing nothing (they take a few
+    milliseconds to plan the first time, in each new session)."""
+    connection.execute(f"SELECT {_ident('reset')}(dry => true)")
 
 
 def enable_tracking(connection: Any, database: str) -> None:

@@ -28,7 +28,7 @@ from ..urls import replace_database
 from . import inplace
 from .base import CLEAN, RESTORED, SWAPPED, Backend
 from .readonly import read_only_role
-from .spare import SpareClone
+from .spare import SpareClone, WarmConnection
 
 T = TypeVar("T")
 MARKER_KEY = "pytest_neon_alembic"
@@ -70,6 +70,7 @@ class LocalBackend(Backend):
         self.can_create_roles = True  # checked by check_privileges()
         self._spares: dict[str, SpareClone] = {}  # next swap's copy, by branch
         self._restorers = isolation.KeptConnections()  # one per isolated branch, for reset()
+        self._warming: dict[str, WarmConnection] = {}  # the next restorer, after a swap
         self._tracked: set[str] = set()  # branches whose writes are logged
         self._superuser: bool | None = None
 
@@ -209,7 +210,7 @@ class LocalBackend(Backend):
         the background, by the thread that makes the next spare, at low CPU
         priority.
         """
-        self._restorers.forget(branch.branch_id)
+        self._release_connections(branch.branch_id)
         spare = self._spares.pop(branch.branch_id, None)
         used = f"{branch.branch_id}_used"
         if spare is not None and spare.template == source.branch_id and spare.ready():
@@ -225,6 +226,10 @@ class LocalBackend(Backend):
             self._clone(source.branch_id, branch.branch_id)
             if branch.branch_id in self._tracked and self._superuser_role():
                 inplace.enable_tracking(self._admin(), branch.branch_id)
+        if branch.branch_id in self._tracked:
+            self._warming[branch.branch_id] = WarmConnection(
+                replace_database(self.admin_url, branch.branch_id), self._restore_options()
+            )
         self._spares[branch.branch_id] = SpareClone(
             self.admin_url,
             source.branch_id,
@@ -243,6 +248,7 @@ class LocalBackend(Backend):
         )
 
     def delete_branch(self, branch: NeonBranch) -> None:
+        self._release_connections(branch.branch_id)
         self._discard_spare(branch.branch_id)
         self._drop_database(branch.branch_id)
         if branch.read_only:
@@ -316,6 +322,10 @@ class LocalBackend(Backend):
     def _restore_in_place(self, branch: NeonBranch) -> str:
         url = replace_database(self.admin_url, branch.branch_id)
         options = self._restore_options()
+        warming = self._warming.pop(branch.branch_id, None)
+        prepared = warming.take() if warming is not None else None
+        if prepared is not None:
+            self._restorers.adopt(branch.branch_id, prepared)
         for _ in range(3):
             try:
                 outcome = self._restorers.run(branch.branch_id, url, inplace.reset, options=options)
@@ -387,7 +397,17 @@ class LocalBackend(Backend):
                 dropped.append(name)
         return dropped
 
+    def _release_connections(self, branch_id: str) -> None:
+        """Close this process's own connections to the branch (restorer, warm one)."""
+        warming = self._warming.pop(branch_id, None)
+        prepared = warming.take() if warming is not None else None
+        if prepared is not None:
+            prepared.close()
+        self._restorers.forget(branch_id)
+
     def close(self) -> None:
+        for branch_id in list(self._warming):
+            self._release_connections(branch_id)
         for branch_id in list(self._spares):
             with contextlib.suppress(ServerError):
                 self._discard_spare(branch_id)

@@ -8,9 +8,14 @@ millisecond each) instead of cloning on the test's critical path.
 The background work must not slow down the test that runs meanwhile: the
 server process that clones (and drops the used database: DROP forces a
 checkpoint) is given the lowest CPU priority when the server runs on this
-machine and we may renice it. When the clone is done, one connection to it
-builds the database's relation cache file, so the first connection after the
-swap does not pay for it.
+machine and we run as root (who may raise it back: when a swap has to wait
+for the spare, its priority is restored, or a busy machine would starve the
+very work the test is waiting for). When the clone is done, one connection to
+it builds the database's relation cache file, so the first connection after
+the swap does not pay for it.
+
+``WarmConnection`` opens, in the background too, the connection that checks
+the swapped-in database after the next test, and plans its checks.
 """
 
 from __future__ import annotations
@@ -49,13 +54,14 @@ class SpareClone:
         self._track = track
         self._restore_options = restore_options
         self._error: BaseException | None = None
+        self._backends: list[int] = []  # server processes working for this spare, reniced
         self._thread = threading.Thread(target=self._run, name=f"spare {name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             with psycopg.connect(self._admin_url, autocommit=True) as connection:
-                lower_priority(connection)
+                self._lower_priority(connection)
                 if self._drop_first:
                     connection.execute(
                         sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
@@ -75,23 +81,61 @@ class SpareClone:
         connection to a fresh database otherwise pays for it) and checks it is clean."""
         url = replace_database(self._admin_url, self.name)
         with psycopg.connect(url, autocommit=True, options=self._restore_options) as connection:
-            lower_priority(connection)
+            self._lower_priority(connection)
             outcome = inplace.reset(connection)
         if outcome != inplace.CLEAN:
             raise RuntimeError(f"spare copy {self.name} is not pristine: {outcome}")
 
     def ready(self) -> bool:
         """Wait for the clone; False if it failed (the caller clones the slow way)."""
+        if self._thread.is_alive():
+            for pid in self._backends:  # the test now waits for it: full speed
+                _set_priority(pid, 0)
         self._thread.join()
         return self._error is None
 
+    def _lower_priority(self, connection: psycopg.Connection) -> None:
+        """Lowest CPU priority for this connection's server process, when it runs on this
+        machine and we could raise it back (root)."""
+        host = str(connection.info.host)
+        if os.geteuid() == 0 and (host in ("127.0.0.1", "localhost", "::1") or host[:1] == "/"):
+            pid = connection.info.backend_pid
+            if _set_priority(pid, 19):
+                self._backends.append(pid)
 
-def lower_priority(connection: psycopg.Connection) -> None:
-    """Lowest CPU priority for this connection's server process, where we may set it
-    (a server on this machine; root, or the same user)."""
-    if connection.info.host not in ("127.0.0.1", "localhost", "::1") and not str(
-        connection.info.host
-    ).startswith("/"):
-        return
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, connection.info.backend_pid, 19)
+
+def _set_priority(pid: int, niceness: int) -> bool:
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    except OSError:  # gone already, or not ours to renice
+        return False
+    return True
+
+
+class WarmConnection:
+    """The connection that will check a freshly swapped-in database, opened and
+    prepared (``inplace.prepare``) in the background while the next test runs."""
+
+    def __init__(self, url: str, options: str | None) -> None:
+        self._url = url
+        self._options = options
+        self._connection: psycopg.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="warm connection", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            connection = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=10, options=self._options
+            )
+            try:
+                inplace.prepare(connection)
+            except psycopg.Error:
+                connection.close()
+                return
+            self._connection = connection
+
+    def take(self) -> psycopg.Connection | None:
+        """The prepared connection (None: it failed; the caller connects itself)."""
+        self._thread.join()
+        return self._connection
