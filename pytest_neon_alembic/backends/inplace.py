@@ -165,6 +165,9 @@ def instrument(connection: Any) -> bool:
         statements = [
             f"CREATE SCHEMA {SCHEMA}",
             f"CREATE UNLOGGED TABLE {_ident('changed')} (relid oid NOT NULL, how text NOT NULL)",
+            # No serial for the order: a sequence here would count among the user's.
+            f"CREATE UNLOGGED TABLE {_ident('created')} (classid oid, objid oid, kind text, "
+            "identity text, at timestamptz DEFAULT clock_timestamp())",
             # Without superuser rights a database setting cannot switch logging on;
             # it is always on then, and bounded: one row per changed table.
             _MARK_FUNCTION if full else _MARK_FUNCTION.replace(_GATE, ""),
@@ -178,9 +181,13 @@ def instrument(connection: Any) -> bool:
             "LANGUAGE plpgsql "
             "AS $$BEGIN RETURN ''; END $$"
         )
-        if full:
-            statements += _DDL_TRIGGER
         connection.execute("\n;\n".join(statements))
+        if full:
+            # Every object of the migrated state is older than the reset() stub.
+            threshold = connection.execute(
+                f"SELECT '{_ident('reset')}'::regproc::oid::bigint"
+            ).fetchone()[0]
+            connection.execute("\n;\n".join(_ddl_triggers(threshold)))
         connection.execute(
             sql.SQL("COMMENT ON SCHEMA {} IS {}").format(
                 sql.Identifier(SCHEMA), sql.Literal(signature)
@@ -202,17 +209,65 @@ BEGIN
   RETURN NULL;
 END $$"""
 
-_DDL_TRIGGER = [
-    f"""
-CREATE FUNCTION {_ident("mark_ddl")}() RETURNS event_trigger LANGUAGE plpgsql AS $$
+# DDL that only creates new objects is undone by dropping them (kinds below, as
+# pg_event_trigger_ddl_commands() names them); any other DDL, or DDL on an object
+# of the migrated state (an OID below the threshold: created before this
+# instrumentation), asks for a swap.
+_UNDOABLE = (
+    "table",
+    "index",
+    "sequence",
+    "view",
+    "materialized view",
+    "function",
+    "procedure",
+    "type",
+    "domain",
+    "schema",
+)
+
+
+def _ddl_triggers(threshold: int) -> list[str]:
+    created = _ident("created")
+    swap = f"INSERT INTO {_ident('changed')} VALUES (0, 'swap')"
+    kinds = ", ".join(f"'{kind}'" for kind in _UNDOABLE)
+    return [
+        f"""
+CREATE FUNCTION {_ident("on_ddl")}() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE c record;
 BEGIN
   IF {_TRACKING} THEN RETURN; END IF;
-  INSERT INTO {_ident("changed")} VALUES (0, 'swap');
+  FOR c IN SELECT * FROM pg_event_trigger_ddl_commands() LOOP
+    IF c.in_extension OR c.schema_name LIKE 'pg\\_temp%' OR c.objid <= {threshold} THEN
+      {swap};
+    ELSIF c.command_tag LIKE 'CREATE %' AND c.object_type IN ({kinds})
+        AND NOT EXISTS (SELECT 1 FROM {created} WHERE classid = c.classid AND objid = c.objid)
+    THEN
+      INSERT INTO {created} (classid, objid, kind, identity)
+      VALUES (c.classid, c.objid, c.object_type, c.object_identity);
+    ELSIF NOT EXISTS (SELECT 1 FROM {created} WHERE classid = c.classid AND objid = c.objid)
+    THEN
+      {swap};  -- not an object this test created
+    END IF;
+  END LOOP;
+  INSERT INTO {_ident("changed")} SELECT 0, 'ddl'
+  WHERE NOT EXISTS (SELECT 1 FROM {_ident("changed")} WHERE relid = 0 AND how = 'ddl');
 END $$""",
-    f"CREATE EVENT TRIGGER {SCHEMA}_ddl ON ddl_command_start "
-    f"EXECUTE FUNCTION {_ident('mark_ddl')}()",
-    f"ALTER EVENT TRIGGER {SCHEMA}_ddl ENABLE ALWAYS",
-]
+        f"""
+CREATE FUNCTION {_ident("on_drop")}() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF {_TRACKING} THEN RETURN; END IF;
+  IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
+             WHERE d.original AND d.objid <= {threshold}) THEN
+    {swap};
+  END IF;
+END $$""",
+        f"CREATE EVENT TRIGGER {SCHEMA}_ddl ON ddl_command_end "
+        f"EXECUTE FUNCTION {_ident('on_ddl')}()",
+        f"CREATE EVENT TRIGGER {SCHEMA}_drop ON sql_drop EXECUTE FUNCTION {_ident('on_drop')}()",
+        f"ALTER EVENT TRIGGER {SCHEMA}_ddl ENABLE ALWAYS",
+        f"ALTER EVENT TRIGGER {SCHEMA}_drop ENABLE ALWAYS",
+    ]
 
 
 def _trigger(table: Table, name: str, event: str, function: str, referencing: str = "") -> str:
@@ -367,10 +422,21 @@ def _reset_function(connection: Any, tables: list[Table], sequences: list[str], 
            FROM {_ident("changed")} GROUP BY relid LOOP
     CASE r.relid
 {cases}
+      ELSE NULL;
     END CASE;
   END LOOP;"""
     else:
         restore_tables = ""
+    # In creation order: dropping a table takes its indexes and sequences with it
+    # (IF EXISTS then skips them); CASCADE takes what was built on an object.
+    undo_ddl = (
+        f"""FOR r IN SELECT kind, identity FROM {_ident("created")} ORDER BY at LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE', r.kind, r.identity);
+  END LOOP;
+  DELETE FROM {_ident("created")};"""
+        if full
+        else ""
+    )
     return f"""
 CREATE OR REPLACE FUNCTION {_ident("reset")}(dry boolean DEFAULT false) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -388,6 +454,7 @@ BEGIN
   PERFORM 1 FROM {_ident("changed")} LIMIT 1;
   IF dry THEN RETURN 'dry'; END IF;
   IF NOT FOUND AND moved IS NULL THEN RETURN 'clean'; END IF;
+  {undo_ddl}
   {restore_tables}
   {put_back}
   DELETE FROM {_ident("changed")};
