@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import warnings
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from .branch import NeonBranch
 from .config import RESET_STRATEGIES
 from .errors import NeonAlembicError
+from .resets import renew_pool
 from .session import BranchSession
 from .urls import sqlalchemy_url
 
@@ -263,7 +265,7 @@ def _neon_isolated_engine(
     _neon_session: BranchSession, _neon_isolated_branch: NeonBranch
 ) -> Iterator[sa.Engine]:
     for engine in _engine(_neon_isolated_branch):
-        _neon_session.resets.on_reset(_neon_isolated_branch, engine.dispose)
+        _neon_session.resets.on_reset(_neon_isolated_branch, functools.partial(renew_pool, engine))
         yield engine
 
 

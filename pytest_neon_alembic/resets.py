@@ -7,12 +7,15 @@ around every single test reads in one place.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .backends.base import CLEAN, RESTORED, Backend
+from .backends.inplace import WARM
 from .branch import NeonBranch
 from .coordination import RunDirectory
 
@@ -100,3 +103,18 @@ class IsolatedResets:
                 if event["event"] == "migrated":
                     self._sequences = event["sequences"]
         return self._sequences
+
+
+def renew_pool(engine: Any) -> None:
+    """After a reset that ended the branch's connections: drop the engine's pooled ones,
+    and open one again in the background, its catalog caches loaded (``inplace``'s
+    ``warm()``), so the next test finds it ready."""
+    engine.dispose()
+    threading.Thread(target=_warm_one, args=(engine,), name="warm pool", daemon=True).start()
+
+
+def _warm_one(engine: Any) -> None:
+    with contextlib.suppress(Exception), engine.connect() as connection:
+        with contextlib.suppress(Exception):  # no warm() there (Neon): the connection is enough
+            connection.exec_driver_sql(WARM)
+        connection.rollback()
