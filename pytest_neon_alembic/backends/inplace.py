@@ -49,13 +49,15 @@ TRACK_SETTING = "pytest_neon_alembic.track"
 # The session settings of the connection that runs reset(): it must not log its
 # own writes, and its DELETE/INSERT must not fire foreign keys, cascades or user
 # triggers. Seq scans and hash/merge joins off: the logged keys drive index
-# lookups, so a restore costs what the test changed, not the table's size.
+# lookups, so a restore costs what the test changed, not the table's size. No JIT:
+# those settings make costs look huge, and compiling the plans took ~1 s a call on
+# a PostgreSQL built with LLVM (Debian's).
 RESTORE_OPTIONS = (
     f"-c {TRACK_SETTING}=off -c session_replication_role=replica "
     "-c enable_seqscan=off -c enable_hashjoin=off -c enable_mergejoin=off "
-    "-c lock_timeout=5s"
+    "-c jit=off -c lock_timeout=5s"
 )
-LIMITED_OPTIONS = "-c lock_timeout=5s"
+LIMITED_OPTIONS = "-c jit=off -c lock_timeout=5s"
 
 CLEAN, RESTORED, SWAP, BUSY = "clean", "restored", "swap", "busy"
 
