@@ -447,7 +447,7 @@ def run_scenario(
 def measure_startup(bench: Bench, project: Path, ini: Path, url: str, rounds: int) -> dict:
     """Warm one-test run with the plugin vs a one-test run of pytest without it; cold too."""
     warm, plain, cold = [], [], []
-    for _ in range(max(rounds, 3)):
+    for _ in range(rounds if rounds == 1 else max(rounds, 3)):
         warm.append(bench.run(project, ini, url, "branch", keyword="0002", check="none").wall)
         plain.append(
             bench.run(project, ini, url, "noiso", keyword="nodb", check="none", plugin=False).wall
