@@ -40,13 +40,14 @@ def start_backend(
         # No description now: on Neon it may cost an API call; the report asks later.
         return {"kind": "neon", "neon": neon.to_state(), "server": None}
 
-    def local_backend(admin_url: str, label: str) -> LocalBackend:
+    def local_backend(admin_url: str, label: str, server: dict | None = None) -> LocalBackend:
         return LocalBackend(
             admin_url,
             run_id=run.run_id,
             owner_pid=owner_pid,
             parent_database=settings.parent_branch,
             server_label=label,
+            embedded_server=server,
         )
 
     if settings.local_url:
@@ -65,7 +66,8 @@ def start_backend(
     if project is not None and not settings.no_cache:
         snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
     server = EmbeddedServer.start(run.path, state_root() / "cache", snapshot=snapshot)
-    backend = local_backend(server.admin_url, "embedded")
+    backend = local_backend(server.admin_url, "embedded", server.to_state())
+    backend.close_to_public("postgres", "template1")  # only the run's roles reach databases
     return {
         "kind": "local",
         "local": backend.to_state(),

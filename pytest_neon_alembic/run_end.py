@@ -62,7 +62,9 @@ def _remove_run(run: RunDirectory) -> None:
     """The run's files go; a server still running in them is stopped first, whatever
     state the run ended in."""
     from .server.embedded import stop_abandoned_server
+    from .server.standby import stop_hot_standby
 
+    stop_hot_standby(run.path)
     stop_abandoned_server(run.path)
     run.remove()
 
@@ -70,9 +72,11 @@ def _remove_run(run: RunDirectory) -> None:
 def reap_abandoned_runs() -> list[str]:
     """Clean up after runs whose process was killed: servers, databases, files."""
     from .server.embedded import stop_abandoned_server
+    from .server.standby import stop_hot_standby
 
     cleaned = []
     for run in abandoned_runs(state_root()):
+        stop_hot_standby(run.path)  # nothing to do unless the run had read-only access
         stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
         state = run.done_quietly("backend")
         if state and state.get("kind") == "local" and not state.get("server") and not run.kept():

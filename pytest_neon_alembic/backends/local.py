@@ -14,6 +14,7 @@ import json
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -26,7 +27,7 @@ from ..errors import ServerError
 from ..redact import mask_text, mask_url
 from ..urls import replace_database
 from .base import Backend
-from .readonly import read_only_role
+from .readonly import definer_role, read_only_role
 from .spare import SpareClone
 
 T = TypeVar("T")
@@ -58,8 +59,12 @@ class LocalBackend(Backend):
         owner_pid: int,
         parent_database: str | None = None,
         server_label: str = "server",
+        embedded_server: dict[str, Any] | None = None,
     ) -> None:
         self.admin_url = admin_url
+        # The embedded server's state (server/embedded.py), when the run started it:
+        # read-only access is then a hot standby of it.
+        self.embedded_server = embedded_server
         self.run_id = run_id
         self.owner_pid = owner_pid
         self.parent_database = parent_database or "template1"
@@ -145,6 +150,15 @@ class LocalBackend(Backend):
                 "embedded server."
             )
 
+    def close_to_public(self, *databases: str) -> None:
+        """Only the administrator (and roles granted CONNECT) may connect to ``databases``."""
+        for database in databases:
+            self._execute(
+                sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(database)
+                )
+            )
+
     def describe(self) -> str:
         version = self._execute("SHOW server_version")[0][0]
         return f"local ({self.server_label} PostgreSQL {version.split()[0]})"
@@ -175,12 +189,19 @@ class LocalBackend(Backend):
         self._terminate_connections(source.branch_id)
         self._clone(source.branch_id, name)
         password = read_only_role(self._execute, replace_database(self.admin_url, name), name)
-        return self._branch(
-            name,
-            parent_id=source.branch_id,
-            read_only=True,
-            url=replace_database(self.admin_url, name, user=name, password=password),
-        )
+        url = replace_database(self.admin_url, name, user=name, password=password)
+        if self.embedded_server is not None:
+            from ..server.embedded import EmbeddedServer
+            from ..server.standby import start_hot_standby
+
+            standby = start_hot_standby(EmbeddedServer.from_state(self.embedded_server))
+            # The credentials work on the standby only, which cannot write.
+            self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+            url = url.replace(f":{urlsplit(url).port}/", f":{standby.port}/", 1)
+        else:
+            # Startup options override whatever the role sets for itself later.
+            url += "?options=-c%20default_transaction_read_only%3Don"
+        return self._branch(name, parent_id=source.branch_id, read_only=True, url=url)
 
     def seal(self, branch: NeonBranch) -> list[list[Any]]:
         """After migrations: sequences sealed for write detection, and no session left
@@ -228,9 +249,13 @@ class LocalBackend(Backend):
 
     def delete_branch(self, branch: NeonBranch) -> None:
         self._discard_spare(branch.branch_id)
+        if branch.read_only and self.embedded_server is not None:
+            from ..server.standby import stop_hot_standby
+
+            stop_hot_standby(Path(self.embedded_server["run_dir"]))
         self._drop_database(branch.branch_id)
         if branch.read_only:
-            self._drop_role(branch.branch_id)
+            self._drop_roles(branch.branch_id)
 
     def _discard_spare(self, branch_id: str) -> None:
         spare = self._spares.pop(branch_id, None)
@@ -312,6 +337,7 @@ class LocalBackend(Backend):
             "owner_pid": self.owner_pid,
             "parent_database": self.parent_database,
             "server_label": self.server_label,
+            "embedded_server": self.embedded_server,
         }
 
     @classmethod
@@ -322,6 +348,7 @@ class LocalBackend(Backend):
             owner_pid=state["owner_pid"],
             parent_database=state["parent_database"],
             server_label=state["server_label"],
+            embedded_server=state.get("embedded_server"),
         )
 
     def drop_abandoned(self, is_abandoned: Any) -> list[str]:
@@ -339,7 +366,7 @@ class LocalBackend(Backend):
                 continue
             if "cache" not in marker and is_abandoned(marker):
                 self._drop_database(name)
-                self._drop_role(name)
+                self._drop_roles(name)
                 dropped.append(name)
         return dropped
 
@@ -370,7 +397,9 @@ class LocalBackend(Backend):
 
     def _clone(
         self, template: str, name: str, connection: psycopg.Connection | None = None
-    ) -> None:
+    ) -> set[int]:
+        """Clone ``template`` as ``name``, closed to PUBLIC (only the administrator and the
+        roles granted CONNECT may reach it); the transaction ids taken."""
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.server_version >= 150000 else sql.SQL("")
         self._execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
@@ -378,19 +407,31 @@ class LocalBackend(Backend):
             ),
             connection=connection,
         )
+        created = self._execute(
+            "SELECT xmin::text FROM pg_database WHERE datname = %s", (name,), connection
+        )
         owner = {"run": self.run_id, "pid": self.owner_pid, "host": socket.gethostname()}
-        self._comment(name, owner, connection)
+        self._comment(name, owner, connection, close_to_public=True)
+        return {int(row[0]) for row in created}
 
     def _comment(
-        self, database: str, marker: dict[str, Any], connection: psycopg.Connection | None = None
+        self,
+        database: str,
+        marker: dict[str, Any],
+        connection: psycopg.Connection | None = None,
+        *,
+        close_to_public: bool = False,
     ) -> None:
-        """The comment that tells a later run whose database this is."""
-        self._execute(
-            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(database), sql.Literal(json.dumps({MARKER_KEY: marker}))
-            ),
-            connection=connection,
+        """The comment that tells a later run whose database this is (one transaction with
+        the REVOKE that closes a new database to other roles)."""
+        statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(database), sql.Literal(json.dumps({MARKER_KEY: marker}))
         )
+        if close_to_public:
+            statement = sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC; {}").format(
+                sql.Identifier(database), statement
+            )
+        self._execute(statement, connection=connection)
 
     def _terminate_connections(self, database: str) -> None:
         """Terminate the database's sessions and wait until they are gone.
@@ -417,8 +458,10 @@ class LocalBackend(Backend):
                 return
             time.sleep(0.001)
 
-    def _drop_role(self, role: str) -> None:
-        self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    def _drop_roles(self, name: str) -> None:
+        """The read-only roles of a database (if it had any)."""
+        for role in (name, definer_role(name)):
+            self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
     def _drop_database(self, database: str) -> None:
         self._terminate_connections(database)

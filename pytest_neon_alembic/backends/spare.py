@@ -30,7 +30,7 @@ class SpareClone:
         admin_url: str,
         template: str,
         name: str,
-        clone: Callable[[str, str, psycopg.Connection], None],
+        clone: Callable[[str, str, psycopg.Connection], set[int]],
         drop_first: str | None = None,
     ) -> None:
         self.template = template
@@ -49,7 +49,7 @@ class SpareClone:
                 ids: set[int] = set()
                 if self._drop_first:
                     ids |= self._drop(connection, self._drop_first)
-                self._clone(self.template, self.name, connection)
+                ids |= self._clone(self.template, self.name, connection)
                 row = connection.execute(_OWN_IDS, (self.name,)).fetchone()
                 ids |= {int(value) for value in row if value is not None}
                 self._ids = frozenset(ids)

@@ -71,11 +71,14 @@ class RunAs:
             for name in dirnames + filenames:
                 os.chown(os.path.join(dirpath, name), self.uid, self.gid, follow_symlinks=False)
 
-    def _popen_kwargs(self, ld_library_path: str | None) -> dict[str, Any]:
+    def _popen_kwargs(
+        self, ld_library_path: str | None, extra_env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         # No PG* variables: a user's PGDATA/PGPORT must not redirect our server.
         # The C locale keeps the messages we parse in English.
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["LC_ALL"] = env["LANG"] = "C"
+        env.update(extra_env or {})
         if ld_library_path:
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (ld_library_path, env.get("LD_LIBRARY_PATH")) if p
@@ -105,6 +108,7 @@ class RunAs:
         *,
         timeout: float,
         ld_library_path: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a program and capture its output; failing to run it is exit status -1, not raised."""
         try:
@@ -115,7 +119,7 @@ class RunAs:
                 errors="replace",
                 timeout=timeout,
                 check=False,
-                **self._popen_kwargs(ld_library_path),
+                **self._popen_kwargs(ld_library_path, extra_env),
             )
         except subprocess.TimeoutExpired as exc:
             out = b"".join(

@@ -400,7 +400,7 @@ def test_sigkilled_run_on_a_given_server_is_cleaned_up(
     try:
         databases, roles = leftovers()
         assert len(databases) == 4, databases  # migration, isolated, dirty, read-only
-        assert len(roles) == 1, roles
+        assert len(roles) == 2, roles  # the read-only role and its SECURITY DEFINER owner
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
     finally:
