@@ -72,7 +72,8 @@ OPTIONS: tuple[Option, ...] = (
         "env_var",
         "--neon-env-var",
         "NEON_ENV_VAR",
-        "Environment variable that holds the test's connection string.",
+        "Environment variable(s) that hold the test's connection string (several: "
+        "whitespace-separated, e.g. 'DATABASE_URL SQLALCHEMY_DATABASE_URI').",
         "DATABASE_URL",
     ),
     # New options.
@@ -167,6 +168,10 @@ class Settings:
         shown["local_url"] = mask_url(self.local_url) if self.local_url else None
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
+    @property
+    def env_var_names(self) -> tuple[str, ...]:
+        return env_var_names(self.env_var)
+
     def to_dict(self) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
         values["alembic_ini"] = str(self.alembic_ini) if self.alembic_ini else None
@@ -214,6 +219,12 @@ def read_settings(
             f"{_where('local_url', sources)} must be a postgresql:// URL, got "
             f"{mask_url(local_url)!r}. Example: postgresql://user:password@localhost:5432/postgres"
         )
+    bad_names = [name for name in env_var_names(raw["env_var"]) if not name.isidentifier()]
+    if bad_names or not env_var_names(raw["env_var"]):
+        raise ConfigError(
+            f"{_where('env_var', sources)} must name environment variables (letters, digits and "
+            f"_, several separated by spaces), got {raw['env_var']!r}."
+        )
     if raw["alembic_checks"] and raw["alembic_ini"] is None:
         raise ConfigError(
             f"{_where('alembic_checks', sources)} asks for pytest-alembic's checks, but there is "
@@ -221,6 +232,23 @@ def read_settings(
         )
     raw["backend"] = _resolve_backend(raw, sources)
     return Settings(**raw)
+
+
+def env_var_names(value: str) -> tuple[str, ...]:
+    """The names in ``--neon-env-var`` (whitespace- or comma-separated)."""
+    return tuple(dict.fromkeys(value.replace(",", " ").split()))
+
+
+def early_env_var_names(cli: Any, ini: Callable[[str], Any], environ: Any) -> tuple[str, ...]:
+    """``--neon-env-var`` read before the session's settings, from pytest's earliest hook.
+
+    Invalid names are left to ``read_settings`` to report; here they are skipped.
+    """
+    for value in (cli, environ.get("NEON_ENV_VAR"), ini("neon_env_var")):
+        if value not in (None, "", []):
+            names = tuple(n for n in env_var_names(str(value)) if n.isidentifier())
+            return names or ("DATABASE_URL",)
+    return ("DATABASE_URL",)
 
 
 def _lookup(

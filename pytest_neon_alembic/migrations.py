@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from .errors import MigrationError
+from .errors import ForeignDatabaseError, MigrationError
 from .redact import mask_text
 from .urls import sqlalchemy_url
 
@@ -187,6 +187,8 @@ class AlembicProject:
     def _explain_failure(self, error: Exception, script) -> MigrationError:
         if isinstance(error, MigrationError):
             return error
+        if isinstance(error, ForeignDatabaseError):  # env.py reached for another database
+            return MigrationError(str(error))
         revision = failing_revision(error, script)
         where = "Alembic failed"
         if revision is not None:

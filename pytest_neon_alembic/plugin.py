@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from . import alembic_fixtures
+from . import alembic_fixtures, guard
 from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
-from .config import OPTIONS, read_settings
+from .config import OPTIONS, early_env_var_names, read_settings
 from .coordination import RunDirectory, state_root
 from .errors import NeonAlembicError
 from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
@@ -24,6 +24,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_migrated,
     _neon_migration_branch,
     _neon_session,
+    branch_fixture_of,
     neon_apply_migrations,
     neon_branch,
     neon_branch_dirty,
@@ -45,6 +46,11 @@ from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
 REPORT_KEY = pytest.StashKey[Report]()
+GUARD_KEY = pytest.StashKey[guard.ConnectionGuard]()
+ALLOWED_URLS_HELP = (
+    "Databases the connection guard lets tests reach although the run did not create them: "
+    "host[:port][/database] patterns with *, whitespace-separated."
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,6 +65,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             kwargs["choices"] = option.choices
         group.addoption(option.flag, **kwargs)
         parser.addini(option.ini, option.help, default=None)
+    parser.addini("neon_allowed_urls", ALLOWED_URLS_HELP, type="args", default=[])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> None:
+    """Before any conftest.py or application module is imported: the connection variables
+    hold the sandbox, and the connection guard is on (it learns the run's databases later)."""
+    names = early_env_var_names(
+        getattr(early_config.known_args_namespace, "neon_env_var", None),
+        early_config.getini,
+        os.environ,
+    )
+    variables = guard.ConnectionVariables(names)
+    variables.take()
+    connection_guard = guard.ConnectionGuard(
+        lambda target: False,
+        guard.AllowedPatterns(early_config.getini("neon_allowed_urls")),
+        variables,
+    )
+    guard.activate(connection_guard)
+    early_config.stash[GUARD_KEY] = connection_guard
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,6 +122,9 @@ def pytest_configure(config: pytest.Config) -> None:
         run = RunDirectory.create(state_root())
         session = BranchSession(settings, run, owner=True, worker="main")
     config.stash[SESSION_KEY] = session
+    connection_guard = config.stash.get(GUARD_KEY, None)
+    if connection_guard is not None:
+        connection_guard.owns = session.owns
     # After pytest-alembic's plugin, so these fixtures override its defaults.
     config.pluginmanager.register(alembic_fixtures, "neon-alembic-fixtures")
     if config.pluginmanager.hasplugin("xdist"):
@@ -116,6 +146,20 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     branch_session = item.config.stash.get(SESSION_KEY, None)
     if branch_session is not None:
         branch_session.resets.test_started()
+    guard.install_hooks()  # drivers the application imported since
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+    """While a session-, package-, class- or module-scoped fixture that asked for a branch
+    sets up (a Flask ``app`` built from DATABASE_URL), the variables hold that branch."""
+    branch_fixture = branch_fixture_of(fixturedef)
+    branch_session = request.config.stash.get(SESSION_KEY, None)
+    if branch_fixture is None or branch_session is None:
+        return (yield)
+    branch = request.getfixturevalue(branch_fixture)
+    with branch_session.environment(branch):
+        return (yield)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -171,6 +215,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _finish(config)  # no-op after sessionfinish; cleans up if the session never finished
+    connection_guard = config.stash.get(GUARD_KEY, None)
+    if connection_guard is not None:
+        del config.stash[GUARD_KEY]
+        guard.deactivate(connection_guard)
+        connection_guard.variables.give_back()
 
 
 def _finish(config: pytest.Config) -> None:
