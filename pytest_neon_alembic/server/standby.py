@@ -12,6 +12,7 @@ once per run that uses read-only access.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,6 +38,9 @@ def start_hot_standby(primary: EmbeddedServer) -> EmbeddedServer:
     run_dir = standby_run_dir(primary.run_dir)
     data_dir = run_dir / "pgdata"
     log_file = run_dir / "postgres.log"
+    if run_dir.exists():  # a stopped standby of this server (only one serves at a time)
+        stop_abandoned_server(run_dir)
+        shutil.rmtree(run_dir)
     run_dir.mkdir(mode=0o700)
     run_as.chown(run_dir)
     log_file.touch(mode=0o600)
