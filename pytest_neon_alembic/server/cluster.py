@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 from pathlib import Path
 
 from ..errors import ServerError
-from .binaries import BINDIR_ENV_VAR
+from .binaries import BINDIR_ENV_VAR, major_of
 from .cache import binaries_key, build_once
 from .system_user import RunAs, command_output
 
@@ -45,7 +44,12 @@ def _settings(major: int) -> list[tuple[str, str]]:
         return list(_TEST_SETTINGS)
     # One SCRAM iteration instead of 4096: every test connection pays the
     # hashing on both ends, and a random password gains nothing from stretching.
-    return [*_TEST_SETTINGS, ("scram_iterations", "1")]
+    settings = [*_TEST_SETTINGS, ("scram_iterations", "1")]
+    if major >= 18:
+        # No I/O worker processes: a server on tmpfs gains nothing from them, and
+        # starting them costs ~40 ms of every start (measured, 152 -> 113 ms warm).
+        settings.append(("io_method", "sync"))
+    return settings
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -58,7 +62,7 @@ def _initdb(
     bindir: Path, version: str, ld_library_path: str, build_dir: Path, run_as: RunAs
 ) -> str:
     """Run initdb into ``build_dir/"pgdata"``; return the superuser password."""
-    major = int(re.match(r"\d+", version).group())  # type: ignore[union-attr]
+    major = major_of(version)
     build_dir.mkdir(mode=0o700)
     run_as.chown(build_dir)
     password = secrets.token_urlsafe(24)

@@ -27,11 +27,12 @@ from typing import Any
 
 from ..errors import PostgresNotFoundError, ServerError
 from ..processes import process_alive
-from . import cache, cluster, postmaster
+from . import cache, cluster, extensions, postmaster
 from .binaries import (
     BINDIR_ENV_VAR,
     REMEDIES,
     find_postgres_bindir,
+    major_of,
     missing_binaries,
     postgres_version,
 )
@@ -133,13 +134,15 @@ class EmbeddedServer:
         *,
         bindir: Path | None = None,
         snapshot: str | None = None,
+        pg_version: int | None = None,
     ) -> EmbeddedServer:
         """Start a server in ``run_dir`` (``pgdata``, ``socket``, ``postgres.log``).
 
         The cluster is copied from the snapshot named *snapshot* (see
         :meth:`save_snapshot`) if there is one, else from the cached initdb
         template.  *run_dir* must not contain ``pgdata`` yet.  *bindir*
-        defaults to :func:`find_postgres_bindir`.
+        defaults to :func:`find_postgres_bindir` (of major version *pg_version*,
+        if given).
 
         As root every parent of *run_dir* must be o+x, and *run_dir* itself is
         made o+x: files the caller keeps in it that hold secrets (such as
@@ -153,7 +156,7 @@ class EmbeddedServer:
         run_dir = Path(run_dir).absolute()
         cache_dir = Path(cache_dir).absolute()
         try:
-            return cls._start(run_dir, cache_dir, bindir, snapshot)
+            return cls._start(run_dir, cache_dir, bindir, snapshot, pg_version)
         except OSError as exc:  # anything not already turned into a ServerError
             raise ServerError(
                 f"Could not set up the embedded PostgreSQL server in {run_dir} (cache directory "
@@ -162,9 +165,16 @@ class EmbeddedServer:
 
     @classmethod
     def _start(
-        cls, run_dir: Path, cache_dir: Path, bindir: Path | None, snapshot: str | None
+        cls,
+        run_dir: Path,
+        cache_dir: Path,
+        bindir: Path | None,
+        snapshot: str | None,
+        pg_version: int | None,
     ) -> EmbeddedServer:
-        source_bindir = Path(bindir).resolve() if bindir is not None else find_postgres_bindir()
+        source_bindir = (
+            Path(bindir).resolve() if bindir is not None else find_postgres_bindir(pg_version)
+        )
         missing = missing_binaries(source_bindir)
         if missing:
             raise PostgresNotFoundError(
@@ -207,6 +217,9 @@ class EmbeddedServer:
             log_file = run_dir / "postgres.log"
             log_file.touch(mode=0o600)
             run_as.chown(log_file)
+            extension_path = ""
+            if major_of(version) >= 18:  # extension_control_path is new in 18
+                extension_path = extensions.install_compat(run_dir / "extensions")
         except OSError as exc:
             raise ServerError(
                 f"Could not prepare the embedded server's files in {run_dir}: {exc}. Check free "
@@ -228,12 +241,14 @@ class EmbeddedServer:
             initdb_ran=initdb_ran,
             snapshot_dir=snapshot_dir,
         )
-        server._launch(run_as, password)
+        server._launch(run_as, password, extension_path)
         return server
 
-    def _launch(self, run_as: RunAs, password: str) -> None:
+    def _launch(self, run_as: RunAs, password: str, extension_path: str) -> None:
         """Start on a free port (retrying on port clashes), then prove we can log in."""
         failure = ""
+        # pg_ctl runs the postmaster through /bin/sh: quoted, "$system" stays as is.
+        extra = f" -c extension_control_path={shlex.quote(extension_path)}" if extension_path else ""
         for _attempt in range(_MAX_PORT_ATTEMPTS):
             port = _free_port()
             offset = self.log_file.stat().st_size
@@ -251,7 +266,7 @@ class EmbeddedServer:
                 "-o",
                 # No autovacuum: its ANALYZE takes transaction ids, which write
                 # detection would count as a test's write (a needless reset).
-                f"-p {port} -k {sockets} -c autovacuum=off",
+                f"-p {port} -k {sockets} -c autovacuum=off{extra}",
             ]
             pid, returncode, output = postmaster.start(
                 run_as, args, self.data_dir, self.ld_library_path, _START_TIMEOUT + 30
