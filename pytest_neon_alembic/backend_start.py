@@ -52,6 +52,12 @@ def start_backend(
     if settings.local_url:
         backend = local_backend(settings.local_url, "server")
         backend.check_privileges()
+        if settings.pg_version and backend.server_version // 10000 != settings.pg_version:
+            raise ConfigError(
+                f"--neon-pg-version asks for PostgreSQL {settings.pg_version}, but the server of "
+                f"--neon-local-url runs {backend.server_version // 10000}. Drop the option, or "
+                "point --neon-local-url at a server of that version."
+            )
         backend.drop_abandoned(marker_is_abandoned)
         return {
             "kind": "local",
@@ -64,7 +70,9 @@ def start_backend(
     snapshot = None
     if project is not None and not settings.no_cache:
         snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
-    server = EmbeddedServer.start(run.path, state_root() / "cache", snapshot=snapshot)
+    server = EmbeddedServer.start(
+        run.path, state_root() / "cache", snapshot=snapshot, pg_version=settings.pg_version
+    )
     backend = local_backend(server.admin_url, "embedded")
     return {
         "kind": "local",

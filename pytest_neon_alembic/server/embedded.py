@@ -248,7 +248,9 @@ class EmbeddedServer:
         """Start on a free port (retrying on port clashes), then prove we can log in."""
         failure = ""
         # pg_ctl runs the postmaster through /bin/sh: quoted, "$system" stays as is.
-        extra = f" -c extension_control_path={shlex.quote(extension_path)}" if extension_path else ""
+        extra = (
+            f" -c extension_control_path={shlex.quote(extension_path)}" if extension_path else ""
+        )
         for _attempt in range(_MAX_PORT_ATTEMPTS):
             port = _free_port()
             offset = self.log_file.stat().st_size

