@@ -14,7 +14,7 @@ from typing import Any
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .config import Settings
-from .coordination import RunDirectory, state_root
+from .coordination import RunDirectory
 from .errors import ConfigError
 from .migrations import AlembicProject
 from .processes import process_alive
@@ -71,7 +71,7 @@ def start_backend(
     if project is not None and not settings.no_cache:
         snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
     server = EmbeddedServer.start(
-        run.path, state_root() / "cache", snapshot=snapshot, pg_version=settings.pg_version
+        run.path, run.root / "cache", snapshot=snapshot, pg_version=settings.pg_version
     )
     backend = local_backend(server.admin_url, "embedded")
     return {

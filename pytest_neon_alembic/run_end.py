@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 from .backend_start import build_backend
 from .backends.local import LocalBackend
 from .config import Settings
-from .coordination import RunDirectory, abandoned_runs, state_root
+from .coordination import RunDirectory, abandoned_runs
 from .errors import NeonAlembicError
 from .report import Report, read_report
 
@@ -67,12 +68,12 @@ def _remove_run(run: RunDirectory) -> None:
     run.remove()
 
 
-def reap_abandoned_runs() -> list[str]:
+def reap_abandoned_runs(root: Path) -> list[str]:
     """Clean up after runs whose process was killed: servers, databases, files."""
     from .server.embedded import stop_abandoned_server
 
     cleaned = []
-    for run in abandoned_runs(state_root()):
+    for run in abandoned_runs(root):
         stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
         state = run.done_quietly("backend")
         if state and state.get("kind") == "local" and not state.get("server") and not run.kept():
