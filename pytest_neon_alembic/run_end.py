@@ -48,15 +48,40 @@ def finish_run(
     finally:
         backend.close()
         if backend_state.get("server") and not settings.keep_branches:
-            from .server.embedded import EmbeddedServer
-
-            server = EmbeddedServer.from_state(backend_state["server"])
-            server.stop()
-            if report.cache == "stored":
-                server.save_snapshot()  # the next run starts with the migrated state
+            _stop_server(backend_state["server"], report)
     if not settings.keep_branches:
         _remove_run(run)
     return report
+
+
+def _stop_server(state: dict, report: Report) -> None:
+    """Stop the embedded server; keep its cluster for the next run if this run stored a
+    migrated state and the cluster holds nothing else (never after a crash or a full disk)."""
+    from .server.embedded import EmbeddedServer
+
+    server = EmbeddedServer.from_state(state)
+    leftovers = _other_databases(server.admin_url) if report.cache == "stored" else []
+    server.stop()
+    if report.cache != "stored":
+        return
+    why = f"databases left in it: {', '.join(leftovers)}" if leftovers else server.save_snapshot()
+    if why:
+        report.notes.append(f"cache: the migrated state was not kept ({why})")
+
+
+def _other_databases(admin_url: str) -> list[str]:
+    """Databases other than the built-in ones and cached states (["?"]: cannot tell)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_url, connect_timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT datname FROM pg_database WHERE datname NOT IN "
+                "('postgres', 'template0', 'template1') AND datname NOT LIKE 'pytest\\_cache\\_%'"
+            ).fetchall()
+    except psycopg.Error:
+        return ["? (the server cannot be reached)"]
+    return [name for (name,) in rows]
 
 
 def _remove_run(run: RunDirectory) -> None:

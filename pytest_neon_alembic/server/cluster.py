@@ -171,6 +171,7 @@ def copy_snapshot(snapshot_dir: Path, data_dir: Path, initdb_ran: bool) -> bool:
     from filelock import FileLock
 
     with FileLock(str(_snapshot_lock(snapshot_dir))):
+        _remove_interrupted_saves(snapshot_dir)
         if not (snapshot_dir / "pgdata" / "PG_VERSION").is_file():
             return False
         if initdb_ran:
@@ -181,19 +182,23 @@ def copy_snapshot(snapshot_dir: Path, data_dir: Path, initdb_ran: bool) -> bool:
 
 
 def save_snapshot(data_dir: Path, snapshot_dir: Path) -> None:
-    """Move a stopped cluster to *snapshot_dir*, atomically replacing an older one."""
+    """Move a stopped cluster to *snapshot_dir*, atomically replacing an older one.
+
+    All of it under the lock: whatever staging or retired directory someone
+    else's save left is then known to be left by a process killed midway.
+    """
     from filelock import FileLock
 
     staging = snapshot_dir.with_name(f"{snapshot_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(mode=0o711)
-    shutil.move(str(data_dir), str(staging / "pgdata"))
     retired = snapshot_dir.with_name(f"{snapshot_dir.name}.old-{os.getpid()}")
     with FileLock(str(_snapshot_lock(snapshot_dir))):
+        _remove_interrupted_saves(snapshot_dir)
+        staging.mkdir(mode=0o711)
+        shutil.move(str(data_dir), str(staging / "pgdata"))
         if snapshot_dir.exists():
             os.rename(snapshot_dir, retired)
         os.rename(staging, snapshot_dir)
-        family = snapshot_dir.name.rsplit(".snapshot-", 1)[0] + ".snapshot-"
+        family = _family(snapshot_dir)
         snapshots = sorted(
             (p for p in snapshot_dir.parent.glob(family + "*") if "." not in p.name[len(family) :]),
             key=lambda p: p.stat().st_mtime,
@@ -201,4 +206,16 @@ def save_snapshot(data_dir: Path, snapshot_dir: Path) -> None:
         )
         for old in snapshots[_SNAPSHOTS_KEPT:]:
             shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(retired, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _family(snapshot_dir: Path) -> str:
+    return snapshot_dir.name.rsplit(".snapshot-", 1)[0] + ".snapshot-"
+
+
+def _remove_interrupted_saves(snapshot_dir: Path) -> None:
+    """Staging and retired directories of saves killed midway (call under the lock)."""
+    family = _family(snapshot_dir)
+    for pattern in ("*.tmp-*", "*.old-*"):
+        for leftover in snapshot_dir.parent.glob(family + pattern):
+            shutil.rmtree(leftover, ignore_errors=True)

@@ -114,6 +114,7 @@ class EmbeddedServer:
     def __post_init__(self) -> None:
         self.server_version = self.server_version or self.version
         self._stopped = False
+        self.stopped_cleanly = False  # by a fast shutdown that finished in time
 
     @property
     def masked_admin_url(self) -> str:
@@ -333,6 +334,7 @@ class EmbeddedServer:
         """
         if self._stopped:
             return
+        self.stopped_cleanly = False
         pid = postmaster.recorded_pid(self.data_dir) or self.pid
         if not postmaster.is_postmaster_of(pid, self.data_dir):
             postmaster.release_shared_memory(self.data_dir)  # if it crashed or was killed
@@ -346,6 +348,7 @@ class EmbeddedServer:
                 (signal.SIGQUIT, "immediate", _IMMEDIATE_TIMEOUT),
             ),
         )
+        self.stopped_cleanly = not notes
         if postmaster.is_postmaster_of(pid, self.data_dir):
             details = "\n".join(notes)
             raise ServerError(
@@ -354,14 +357,31 @@ class EmbeddedServer:
             )
         self._stopped = True
 
-    def save_snapshot(self) -> None:
-        """Keep this stopped server's cluster as the snapshot it was started with.
+    def save_snapshot(self) -> str | None:
+        """Keep this stopped server's cluster as the snapshot it was started with;
+        None if it was kept, else why not.
 
         The next start with the same snapshot name begins with whatever this
-        cluster holds (a migrated template database).
+        cluster holds (a migrated template database). Only a cluster that
+        stopped cleanly, logged no PANIC and leaves room to copy it again is
+        kept: never one from a run that crashed or filled the disk.
         """
-        if self.snapshot_dir is not None and self._stopped:
-            cluster.save_snapshot(self.data_dir, self.snapshot_dir)
+        if self.snapshot_dir is None:
+            return "no snapshot name"
+        if not (self._stopped and self.stopped_cleanly):
+            return "the server did not shut down cleanly"
+        log = _log_tail(self.log_file, lines=10**6)
+        if re.search(r"PANIC:|No space left on device", log):
+            return f"the server reported errors ({self.log_file})"
+        size = sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file())
+        free = shutil.disk_usage(self.snapshot_dir.parent).free
+        if free < 2 * size:
+            return (
+                f"{free >> 20} MB free in {self.snapshot_dir.parent}, and the cluster is "
+                f"{size >> 20} MB"
+            )
+        cluster.save_snapshot(self.data_dir, self.snapshot_dir)
+        return None
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-serialisable description, so another process can :meth:`from_state` and stop it.
