@@ -9,6 +9,7 @@ any process. The Neon API key is never part of that state.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend
@@ -86,6 +87,10 @@ def build_backend(state: dict[str, Any], settings: Settings | None = None) -> Ba
     """The backend described by a run's ``state``; ``settings`` give what is never written
     to disk (the Neon API key)."""
     if state["kind"] == "local":
+        if state.get("server"):
+            from .server.watchdog import watch
+
+            watch(int(state["server"]["pid"]), Path(state["server"]["data_dir"]))
         return LocalBackend.from_state(state["local"])
     if state["kind"] == "neon":
         from .backends.neon import NeonBackend

@@ -36,8 +36,9 @@ MARKER_KEY = "pytest_neon_alembic"
 def _remedy(server_label: str) -> str:
     if server_label == "embedded":
         return (
-            "The embedded PostgreSQL server is not running any more (killed, or out of "
-            "memory?); its log is postgres.log in the run directory. Run the tests again."
+            "The embedded PostgreSQL server is not running any more (killed, out of memory, "
+            "or stopped with SIGSTOP for too long?); its log is postgres.log in the run "
+            "directory. Run the tests again."
         )
     return (
         "Check that the server is running and that the URL's host, port, user and password "
