@@ -96,7 +96,12 @@ class LocalBackend(Backend):
     def _detect(self, action: Callable[[psycopg.Connection], T]) -> T:
         """Write detection on the admin connection; a server that went away is one clear error."""
         try:
-            return action(self._admin())
+            try:
+                return action(self._admin())
+            except psycopg.OperationalError:
+                if not self._admin_was_terminated():
+                    raise
+                return action(self._admin())  # a test terminated it: once more, reconnected
         except psycopg.OperationalError as error:
             raise ServerError(
                 f"Lost the connection to PostgreSQL at {mask_url(self.admin_url)}: "
@@ -109,9 +114,16 @@ class LocalBackend(Backend):
         if isinstance(statement, sql.Composable):
             # DDL of ours takes transaction ids: a kept marker would count them.
             self._next_markers.clear()
+        own = connection is None
         connection = connection or self._admin()
         try:
-            cursor = connection.execute(statement, params)
+            try:
+                cursor = connection.execute(statement, params)
+            except psycopg.OperationalError:
+                if not (own and self._admin_was_terminated()):
+                    raise
+                connection = self._admin()  # a test terminated it: once more, reconnected
+                cursor = connection.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
             text = (
@@ -123,6 +135,11 @@ class LocalBackend(Backend):
                 f"PostgreSQL refused `{mask_text(str(text))}` on {mask_url(self.admin_url)}: "
                 f"{mask_text(str(error)).strip()}"
             ) from None
+
+    def _admin_was_terminated(self) -> bool:
+        """After an error: the admin connection broke (e.g. a test ran
+        pg_terminate_backend on every session); the next ``_admin()`` reconnects."""
+        return self._connection is not None and self._connection.broken
 
     @property
     def server_version(self) -> int:
@@ -175,7 +192,13 @@ class LocalBackend(Backend):
             )
         self._terminate_connections(source.branch_id)
         self._clone(source.branch_id, name)
-        password = read_only_role(self._execute, replace_database(self.admin_url, name), name)
+        try:
+            password = read_only_role(self._execute, replace_database(self.admin_url, name), name)
+        except BaseException:
+            with contextlib.suppress(ServerError):  # not recorded yet: nobody else would drop it
+                self._drop_database(name)
+                self._drop_role(name)
+            raise
         return self._branch(
             name,
             parent_id=source.branch_id,
@@ -313,17 +336,20 @@ class LocalBackend(Backend):
             "owner_pid": self.owner_pid,
             "parent_database": self.parent_database,
             "server_label": self.server_label,
+            "can_create_roles": self.can_create_roles,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LocalBackend:
-        return cls(
+        backend = cls(
             state["admin_url"],
             run_id=state["run_id"],
             owner_pid=state["owner_pid"],
             parent_database=state["parent_database"],
             server_label=state["server_label"],
         )
+        backend.can_create_roles = state.get("can_create_roles", True)
+        return backend
 
     def drop_abandoned(self, is_abandoned: Any) -> list[str]:
         """Drop databases (and roles) whose marker names a run for which ``is_abandoned`` holds."""
