@@ -10,10 +10,11 @@ cleaned up by the next one without touching anything else on the server.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -265,23 +266,43 @@ class LocalBackend(Backend):
 
     def restore_cached(self, branch: NeonBranch, cache_name: str) -> bool:
         """Make ``branch`` a copy of the cached migrated state, if the server has it."""
-        if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
-            return False
-        self._drop_database(branch.branch_id)
-        self._clone(cache_name, branch.branch_id)
+        with self._cache_lock(cache_name):
+            if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+                return False
+            self._drop_database(branch.branch_id)
+            self._clone(cache_name, branch.branch_id)
         return True
 
     def store_cached(self, branch: NeonBranch, cache_name: str, project_prefix: str) -> None:
-        """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones."""
-        stale = self._execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
-            (project_prefix.replace("_", "\\_") + "%", cache_name),
-        )
-        for (name,) in stale:
-            self._drop_database(name)
-        self._terminate_connections(branch.branch_id)
-        self._clone(branch.branch_id, cache_name)
-        self._comment(cache_name, {"cache": cache_name})
+        """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones.
+
+        Runs sharing a server (parallel CI jobs on one service) take turns: a
+        run that finds the entry already stored by another keeps that one.
+        """
+        with self._cache_lock(cache_name):
+            if self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+                return
+            stale = self._execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+                (project_prefix.replace("_", "\\_") + "%", cache_name),
+            )
+            for (name,) in stale:
+                self._drop_database(name)
+            self._terminate_connections(branch.branch_id)
+            self._clone(branch.branch_id, cache_name)
+            self._comment(cache_name, {"cache": cache_name})
+
+    @contextlib.contextmanager
+    def _cache_lock(self, cache_name: str) -> Iterator[None]:
+        """A server-wide lock per project's cache entries (session advisory lock)."""
+        project = cache_name.rsplit("_", 1)[0]
+        key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big", signed=True)
+        self._execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ServerError):
+                self._execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def keep_branch(self, branch: NeonBranch) -> None:
         self._comment(branch.branch_id, {"kept": True})
