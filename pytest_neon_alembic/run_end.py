@@ -40,11 +40,23 @@ def finish_run(
                 with contextlib.suppress(NeonAlembicError):
                     backend.keep_branch(recorded.branch)
         else:
-            for recorded in reversed(pending):
-                with contextlib.suppress(NeonAlembicError):
+            for number, recorded in enumerate(reversed(pending)):
+                try:
                     backend.delete_branch(recorded.branch)
-                    run.record_deleted(recorded.branch)
-                    report.deleted += 1
+                except NeonAlembicError:
+                    if backend_state.get("server"):
+                        # The embedded server is unusable (crashed, full disk): its
+                        # cluster, with every branch in it, goes with the run directory.
+                        gone = len(pending) - number
+                        report.deleted += gone
+                        report.notes.append(
+                            f"branches: {gone} removed with the embedded server's files (it "
+                            "could not be reached to drop them)"
+                        )
+                        break
+                    continue
+                run.record_deleted(recorded.branch)
+                report.deleted += 1
     finally:
         backend.close()
         if backend_state.get("server") and not settings.keep_branches:

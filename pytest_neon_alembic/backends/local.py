@@ -37,8 +37,8 @@ MARKER_KEY = "pytest_neon_alembic"
 def _remedy(server_label: str) -> str:
     if server_label == "embedded":
         return (
-            "The embedded PostgreSQL server is not running any more (killed, out of memory, "
-            "or stopped with SIGSTOP for too long?); its log is postgres.log in the run "
+            "The embedded PostgreSQL server stopped working (killed, out of memory or disk "
+            "space, or stopped with SIGSTOP for too long?); its log is postgres.log in the run "
             "directory. Run the tests again."
         )
     return (
