@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -100,9 +101,7 @@ class LocalBackend(Backend):
             try:
                 return action(self._admin())
             except psycopg.OperationalError:
-                if not self._admin_was_terminated():
-                    raise
-                return action(self._admin())  # a test terminated it: once more, reconnected
+                return action(self._reconnected_admin())  # a test terminated it?
         except psycopg.OperationalError as error:
             raise ServerError(
                 f"Lost the connection to PostgreSQL at {mask_url(self.admin_url)}: "
@@ -121,9 +120,9 @@ class LocalBackend(Backend):
             try:
                 cursor = connection.execute(statement, params)
             except psycopg.OperationalError:
-                if not (own and self._admin_was_terminated()):
+                if not own:
                     raise
-                connection = self._admin()  # a test terminated it: once more, reconnected
+                connection = self._reconnected_admin()  # a test terminated it?
                 cursor = connection.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
@@ -137,10 +136,18 @@ class LocalBackend(Backend):
                 f"{mask_text(str(error)).strip()}"
             ) from None
 
-    def _admin_was_terminated(self) -> bool:
-        """After an error: the admin connection broke (e.g. a test ran
-        pg_terminate_backend on every session); the next ``_admin()`` reconnects."""
-        return self._connection is not None and self._connection.broken
+    def _reconnected_admin(self) -> psycopg.Connection:
+        """After an OperationalError on the admin connection (called in its handler): a
+        new one if it broke and the server still answers -- a test may have run
+        pg_terminate_backend on every session -- else that error again."""
+        error = sys.exc_info()[1]
+        assert error is not None
+        if self._connection is None or not self._connection.broken:
+            raise error
+        try:
+            return self._admin()
+        except ServerError:
+            raise error from None
 
     @property
     def server_version(self) -> int:
