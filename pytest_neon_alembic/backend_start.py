@@ -18,7 +18,7 @@ from .config import Settings
 from .coordination import RunDirectory
 from .errors import ConfigError
 from .migrations import AlembicProject
-from .processes import process_alive
+from .processes import pid_namespace, process_alive
 
 
 def start_backend(
@@ -102,7 +102,11 @@ def build_backend(state: dict[str, Any], settings: Settings | None = None) -> Ba
 
 
 def marker_is_abandoned(marker: dict[str, Any]) -> bool:
-    """A database left by a run on this host whose process is gone (and not kept on purpose)."""
-    if marker.get("kept"):
+    """A database left by a run on this host whose process is gone (and not kept on purpose).
+
+    A run in another PID namespace (another container with the same host name) is
+    never judged: its pid means nothing here.
+    """
+    if marker.get("kept") or marker.get("pidns", pid_namespace()) != pid_namespace():
         return False
     return marker.get("host") == socket.gethostname() and not process_alive(int(marker["pid"]))

@@ -25,6 +25,7 @@ from psycopg import sql
 from .. import isolation
 from ..branch import NeonBranch
 from ..errors import ServerError
+from ..processes import pid_namespace
 from ..redact import mask_text, mask_url
 from ..urls import replace_database
 from .base import Backend
@@ -434,6 +435,7 @@ class LocalBackend(Backend):
             connection=connection,
         )
         owner = {"run": self.run_id, "pid": self.owner_pid, "host": socket.gethostname()}
+        owner["pidns"] = pid_namespace()
         self._comment(name, owner, connection)
 
     def _comment(
