@@ -16,10 +16,10 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 
 from pytest_neon_alembic.backend_start import marker_is_abandoned
-from pytest_neon_alembic.processes import pid_namespace
 from pytest_neon_alembic.backends.local import LocalBackend
 from pytest_neon_alembic.branch import NeonBranch
 from pytest_neon_alembic.errors import ServerError
+from pytest_neon_alembic.processes import pid_namespace
 from pytest_neon_alembic.urls import replace_database
 
 Names = Callable[[str], str]
