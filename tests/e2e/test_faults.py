@@ -9,8 +9,10 @@ The mount and PID namespaces (``unshare``) need root, which CI has.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,16 +52,16 @@ def test_readonly(neon_branch_readonly):
 
 
 @pytest.fixture
-def scratch_tmp() -> Iterator[Path]:
+def scratch_tmp(neon_project: NeonProject) -> Iterator[Path]:
     """A world-traversable directory outside /dev/shm (which some tests replace)."""
     path = Path(tempfile.mkdtemp(prefix="pna-faults-", dir="/tmp"))
     path.chmod(0o755)
     try:
         yield path
     finally:
-        from conftest import kill_postgres
-
-        kill_postgres(path)
+        for pid in neon_project.postgres_pids(path):  # only if a run leaked one
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(path, ignore_errors=True)
 
 
