@@ -341,7 +341,7 @@ def test_a_bad_state_directory_is_a_usage_error(
     a_file.write_text("")
     for bad, why in ((a_file, "is not a directory"), (a_file / "sub", "cannot be created")):
         monkeypatch.setenv("PYTEST_NEON_ALEMBIC_STATE_DIR", str(bad))
-        result = neon_project.run()
+        result = neon_project.pytester.runpytest("-p", "no:cacheprovider")  # starts no server
         output = neon_project.output(result)
         assert result.ret == pytest.ExitCode.USAGE_ERROR, output
         assert "PYTEST_NEON_ALEMBIC_STATE_DIR" in output and why in output, output
