@@ -31,6 +31,6 @@ def alembic_engine(request: pytest.FixtureRequest, _neon_session: BranchSession)
     either shape work; the branch is deleted after the test.
     """
     branch = _setup(request, _neon_session.fresh_branch)
-    with injected_connection(branch.connection_string) as connection:
-        yield connection
+    with _neon_session.environment(branch), injected_connection(branch.connection_string) as conn:
+        yield conn
     _neon_session.release(branch)

@@ -72,7 +72,8 @@ OPTIONS: tuple[Option, ...] = (
         "env_var",
         "--neon-env-var",
         "NEON_ENV_VAR",
-        "Environment variable that holds the test's connection string.",
+        "Environment variable(s) that hold the test's connection string (several: "
+        "whitespace-separated, e.g. 'DATABASE_URL SQLALCHEMY_DATABASE_URI').",
         "DATABASE_URL",
     ),
     # New options.
@@ -131,6 +132,15 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "bool",
     ),
+    Option(
+        "pg_version",
+        "--neon-pg-version",
+        "NEON_PG_VERSION",
+        "PostgreSQL major version of the embedded server (e.g. 17), among the builds "
+        "installed; default: the first found. On Neon the project's version is used.",
+        None,
+        "int",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -156,6 +166,7 @@ class Settings:
     alembic_checks: bool = False
     reset: str = "branch"
     no_cache: bool = False
+    pg_version: int | None = None
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
         shown = {
@@ -166,6 +177,10 @@ class Settings:
         shown["api_key"] = "***" if self.api_key else None
         shown["local_url"] = mask_url(self.local_url) if self.local_url else None
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
+
+    @property
+    def env_var_names(self) -> tuple[str, ...]:
+        return env_var_names(self.env_var)
 
     def to_dict(self) -> dict[str, Any]:
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -208,11 +223,22 @@ def read_settings(
             f"{_where('branch_expiry', sources)} must be 0 (no expiry) or a positive number of "
             f"seconds, got {raw['branch_expiry']}."
         )
+    if raw["pg_version"] is not None and not 13 <= raw["pg_version"] <= 99:
+        raise ConfigError(
+            f"{_where('pg_version', sources)} must be a PostgreSQL major version (13 or later, "
+            f"e.g. 17), got {raw['pg_version']}."
+        )
     local_url = raw["local_url"]
     if local_url and not local_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError(
             f"{_where('local_url', sources)} must be a postgresql:// URL, got "
             f"{mask_url(local_url)!r}. Example: postgresql://user:password@localhost:5432/postgres"
+        )
+    bad_names = [name for name in env_var_names(raw["env_var"]) if not name.isidentifier()]
+    if bad_names or not env_var_names(raw["env_var"]):
+        raise ConfigError(
+            f"{_where('env_var', sources)} must name environment variables (letters, digits and "
+            f"_, several separated by spaces), got {raw['env_var']!r}."
         )
     if raw["alembic_checks"] and raw["alembic_ini"] is None:
         raise ConfigError(
@@ -221,6 +247,23 @@ def read_settings(
         )
     raw["backend"] = _resolve_backend(raw, sources)
     return Settings(**raw)
+
+
+def env_var_names(value: str) -> tuple[str, ...]:
+    """The names in ``--neon-env-var`` (whitespace- or comma-separated)."""
+    return tuple(dict.fromkeys(value.replace(",", " ").split()))
+
+
+def early_env_var_names(cli: Any, ini: Callable[[str], Any], environ: Any) -> tuple[str, ...]:
+    """``--neon-env-var`` read before the session's settings, from pytest's earliest hook.
+
+    Invalid names are left to ``read_settings`` to report; here they are skipped.
+    """
+    for value in (cli, environ.get("NEON_ENV_VAR"), ini("neon_env_var")):
+        if value not in (None, "", []):
+            names = tuple(n for n in env_var_names(str(value)) if n.isidentifier())
+            return names or ("DATABASE_URL",)
+    return ("DATABASE_URL",)
 
 
 def _lookup(

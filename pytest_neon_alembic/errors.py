@@ -44,3 +44,7 @@ class NeonAPIError(NeonAlembicError):
         super().__init__(message)
         self.status = status
         self.api_message = api_message
+
+
+class ForeignDatabaseError(NeonAlembicError):
+    """A connection to a database this test run did not create was refused before connecting."""

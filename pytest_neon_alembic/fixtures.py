@@ -32,6 +32,27 @@ ENV_VAR_PRIORITY = (
 )
 
 
+# The branch behind each public fixture a longer-lived fixture may ask for.
+BRANCH_OF_FIXTURE = {
+    "neon_branch_readonly": "neon_branch_readonly",
+    "neon_engine_readonly": "neon_branch_readonly",
+    "neon_branch_dirty": "neon_branch_dirty",
+    "neon_engine_dirty": "neon_branch_dirty",
+    "neon_branch_shared": "neon_branch_shared",
+    "neon_migration_branch": "neon_migration_branch",
+}
+
+
+def branch_fixture_of(fixturedef: Any) -> str | None:
+    """The branch fixture a session- or module-scoped user fixture asked for, if any.
+
+    Function-scoped fixtures need nothing: the test's own setting is in place.
+    """
+    if fixturedef.scope == "function" or fixturedef.argname.startswith(("neon_", "_neon_")):
+        return None
+    return next((BRANCH_OF_FIXTURE[n] for n in fixturedef.argnames if n in BRANCH_OF_FIXTURE), None)
+
+
 def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
     """Run a setup step; a NeonAlembicError becomes one clear pytest error, not a traceback.
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from . import alembic_fixtures
+from . import alembic_fixtures, guard
 from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
-from .config import OPTIONS, read_settings
-from .coordination import RunDirectory, state_root
+from .config import OPTIONS, early_env_var_names, read_settings
+from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
 from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
     SESSION_KEY,
@@ -24,6 +24,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_migrated,
     _neon_migration_branch,
     _neon_session,
+    branch_fixture_of,
     neon_apply_migrations,
     neon_branch,
     neon_branch_dirty,
@@ -45,6 +46,12 @@ from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
 REPORT_KEY = pytest.StashKey[Report]()
+GUARD_KEY = pytest.StashKey[guard.ConnectionGuard]()
+ALLOWED_URLS_HELP = (
+    "Databases the connection guard lets tests reach although the run did not create them: "
+    "host[:port][/database] patterns with *, whitespace-separated."
+)
+STATE_NOTE_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,6 +66,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             kwargs["choices"] = option.choices
         group.addoption(option.flag, **kwargs)
         parser.addini(option.ini, option.help, default=None)
+    parser.addini("neon_allowed_urls", ALLOWED_URLS_HELP, type="args", default=[])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> None:
+    """Before any conftest.py or application module is imported: the connection variables
+    hold the sandbox, and the connection guard is on (it learns the run's databases later)."""
+    names = early_env_var_names(
+        getattr(early_config.known_args_namespace, "neon_env_var", None),
+        early_config.getini,
+        os.environ,
+    )
+    variables = guard.ConnectionVariables(names)
+    variables.take()
+    connection_guard = guard.ConnectionGuard(
+        lambda target: False,
+        guard.AllowedPatterns(early_config.getini("neon_allowed_urls")),
+        variables,
+    )
+    guard.activate(connection_guard)
+    early_config.stash[GUARD_KEY] = connection_guard
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -90,15 +118,36 @@ def pytest_configure(config: pytest.Config) -> None:
         run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))
         session = BranchSession(settings, run, owner=False, worker=workerinput["workerid"])
     else:
+        try:
+            root, note = choose_state_root()
+        except NeonAlembicError as error:
+            raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
+        if note:
+            config.stash[STATE_NOTE_KEY] = note
         with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
-            reap_abandoned_runs()
-        run = RunDirectory.create(state_root())
+            reap_abandoned_runs(root)
+        try:
+            run = RunDirectory.create(root)
+        except OSError as error:
+            raise pytest.UsageError(
+                f"pytest-neon-alembic: cannot create the run's directory in {root}: {error}. "
+                f"Free some space there, or set {STATE_DIR_ENV} to another directory."
+            ) from None
         session = BranchSession(settings, run, owner=True, worker="main")
     config.stash[SESSION_KEY] = session
+    connection_guard = config.stash.get(GUARD_KEY, None)
+    if connection_guard is not None:
+        connection_guard.owns = session.owns
     # After pytest-alembic's plugin, so these fixtures override its defaults.
     config.pluginmanager.register(alembic_fixtures, "neon-alembic-fixtures")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHandOver(run), "neon-alembic-xdist")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """One line when the run's state is not where it usually is (a small /dev/shm)."""
+    note = config.stash.get(STATE_NOTE_KEY, None)
+    return f"pytest-neon-alembic: {note}" if note else None
 
 
 class _XdistHandOver:
@@ -109,6 +158,24 @@ class _XdistHandOver:
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    guard.install_hooks()  # drivers the application imported since
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest):
+    """While a session-, package-, class- or module-scoped fixture that asked for a branch
+    sets up (a Flask ``app`` built from DATABASE_URL), the variables hold that branch."""
+    branch_fixture = branch_fixture_of(fixturedef)
+    branch_session = request.config.stash.get(SESSION_KEY, None)
+    if branch_fixture is None or branch_session is None:
+        return (yield)
+    branch = request.getfixturevalue(branch_fixture)
+    with branch_session.environment(branch):
+        return (yield)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -164,6 +231,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     _finish(config)  # no-op after sessionfinish; cleans up if the session never finished
+    connection_guard = config.stash.get(GUARD_KEY, None)
+    if connection_guard is not None:
+        del config.stash[GUARD_KEY]
+        guard.deactivate(connection_guard)
+        connection_guard.variables.give_back()
 
 
 def _finish(config: pytest.Config) -> None:

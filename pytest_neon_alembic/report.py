@@ -28,6 +28,7 @@ class Report:
     in_place: int = 0  # of the resets, those put back in place (no new database)
     clean: int = 0
     durations: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each, after the figures
 
     def lines(self) -> list[str]:
         migration = (
@@ -48,7 +49,7 @@ class Report:
         if self.durations:
             resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
         lines.append(resets)
-        return lines
+        return lines + self.notes
 
 
 def read_report(

@@ -12,10 +12,10 @@ the end of the run is ``run_end``.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Callable, Iterator
 
+from . import guard
 from .backend_start import build_backend, start_backend
 from .backends.base import Backend
 from .branch import BranchRole, NeonBranch
@@ -23,7 +23,8 @@ from .checks import run_checks
 from .config import Settings
 from .coordination import RunDirectory
 from .errors import GuardError, MigrationError, NeonAlembicError
-from .migrations import AlembicProject
+from .guard import ConnectionVariables, OwnedTargets, Target
+from .migrations import AlembicProject, server_fingerprint
 from .report import Report
 from .resets import IsolatedResets
 from .run_end import finish_run
@@ -46,6 +47,7 @@ class BranchSession:
         self._backend: Backend | None = None
         self._created_here: set[str] = set()
         self._fresh_count = 0
+        self._owned = OwnedTargets()
         self.resets = IsolatedResets(lambda: self.backend, self.guard, run)
 
     # -- the backend ----------------------------------------------------------------------
@@ -53,11 +55,13 @@ class BranchSession:
     @property
     def backend(self) -> Backend:
         if self._backend is None:
-            state = self.run.run_once(
-                "backend", lambda: start_backend(self.settings, self.run, self.alembic_project())
-            )
+            state = self.run.run_once("backend", self._start_backend)
             self._backend = build_backend(state, self.settings)
         return self._backend
+
+    def _start_backend(self) -> dict:
+        with guard.trusted():
+            return start_backend(self.settings, self.run, self.alembic_project())
 
     # -- branches -------------------------------------------------------------------------
 
@@ -82,6 +86,19 @@ class BranchSession:
             f"Refusing to {action} branch {branch.branch_id!r}: this test session did not create "
             "it. pytest-neon-alembic only modifies the branches it creates."
         )
+
+    def owns(self, target: Target) -> bool:
+        """Whether the run created the database ``target`` names (the connection guard asks).
+
+        The run's branches, in every process of the run; the embedded server
+        the run started, all of it; on a server given with --neon-local-url,
+        the databases named for this run and the administrative URL's own.
+        Read again from the run directory when a target is not known yet.
+        """
+        if self._owned.owns(target):
+            return True
+        self._owned = OwnedTargets.of_run(self.run)
+        return self._owned.owns(target)
 
     def delete(self, branch: NeonBranch) -> None:
         self.guard(branch, "delete")
@@ -169,7 +186,13 @@ class BranchSession:
             return
         self.guard(branch, "migrate")
         prefix = f"pytest_cache_{project.project_id()[:8]}_"
-        cache_name = None if self.settings.no_cache else prefix + project.cache_key()[:16]
+        cache_name = None
+        if not self.settings.no_cache:
+            key = project.cache_key(
+                parent=self.settings.parent_branch,
+                server=server_fingerprint(branch.connection_string),
+            )
+            cache_name = prefix + key[:16]
         if cache_name and self.backend.restore_cached(branch, cache_name):
             self.run.record_event("cache", hit=True)
             return
@@ -181,12 +204,20 @@ class BranchSession:
     def alembic_checks(self, names: tuple[str, ...]) -> dict[str, dict | None]:
         """pytest-alembic's checks, run once per run (in whichever process asks first)."""
 
+        environments = contextlib.ExitStack()  # each check runs with the variables on its branch
+
         def fresh(check: str) -> NeonBranch:
-            return self.create(BranchRole.FRESH, "fresh_" + check.removeprefix("test_"), None)
+            branch = self.create(BranchRole.FRESH, "fresh_" + check.removeprefix("test_"), None)
+            environments.enter_context(self.environment(branch))
+            return branch
+
+        def release(branch: NeonBranch) -> None:
+            environments.close()
+            self.delete(branch)
 
         return self.run.run_once(
             "alembic-checks",
-            lambda: run_checks(names, self.alembic_project(), fresh, self.delete),
+            lambda: run_checks(names, self.alembic_project(), fresh, release),
         )
 
     def fresh_branch(self) -> NeonBranch:
@@ -196,17 +227,9 @@ class BranchSession:
 
     @contextlib.contextmanager
     def environment(self, branch: NeonBranch) -> Iterator[None]:
-        """``DATABASE_URL`` (or --neon-env-var) set to ``branch``, restored afterwards."""
-        name = self.settings.env_var
-        previous = os.environ.get(name)
-        os.environ[name] = branch.connection_string
-        try:
+        """``DATABASE_URL`` (and every --neon-env-var name) set to ``branch``, then restored."""
+        with ConnectionVariables(self.settings.env_var_names).pointing_at(branch.connection_string):
             yield
-        finally:
-            if previous is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = previous
 
     # -- the end -----------------------------------------------------------------------------
 

@@ -10,10 +10,13 @@ cleaned up by the next one without touching anything else on the server.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,11 +26,12 @@ from psycopg import sql
 from .. import isolation
 from ..branch import NeonBranch
 from ..errors import ServerError
+from ..processes import pid_namespace
 from ..redact import mask_text, mask_url
 from ..urls import replace_database
 from . import inplace
 from .base import CLEAN, RESTORED, SWAPPED, Backend
-from .readonly import read_only_role
+from .readonly import definer_role, read_only_role
 from .spare import SpareClone, WarmConnection
 
 T = TypeVar("T")
@@ -37,8 +41,9 @@ MARKER_KEY = "pytest_neon_alembic"
 def _remedy(server_label: str) -> str:
     if server_label == "embedded":
         return (
-            "The embedded PostgreSQL server is not running any more (killed, or out of "
-            "memory?); its log is postgres.log in the run directory. Run the tests again."
+            "The embedded PostgreSQL server stopped working (killed, out of memory or disk "
+            "space, or stopped with SIGSTOP for too long?); its log is postgres.log in the run "
+            "directory. Run the tests again."
         )
     return (
         "Check that the server is running and that the URL's host, port, user and password "
@@ -61,8 +66,12 @@ class LocalBackend(Backend):
         owner_pid: int,
         parent_database: str | None = None,
         server_label: str = "server",
+        embedded_server: dict[str, Any] | None = None,
     ) -> None:
         self.admin_url = admin_url
+        # The embedded server's state (server/embedded.py), when the run started it:
+        # read-only access is then a hot standby of it.
+        self.embedded_server = embedded_server
         self.run_id = run_id
         self.owner_pid = owner_pid
         self.parent_database = parent_database or "template1"
@@ -100,7 +109,10 @@ class LocalBackend(Backend):
     def _detect(self, action: Callable[[psycopg.Connection], T]) -> T:
         """Write detection on the admin connection; a server that went away is one clear error."""
         try:
-            return action(self._admin())
+            try:
+                return action(self._admin())
+            except psycopg.OperationalError:
+                return action(self._reconnected_admin())  # a test terminated it?
         except psycopg.OperationalError as error:
             raise ServerError(
                 f"Lost the connection to PostgreSQL at {mask_url(self.admin_url)}: "
@@ -110,9 +122,16 @@ class LocalBackend(Backend):
     def _execute(
         self, statement: Any, params: Any = None, connection: psycopg.Connection | None = None
     ) -> list[tuple[Any, ...]]:
+        own = connection is None
         connection = connection or self._admin()
         try:
-            cursor = connection.execute(statement, params)
+            try:
+                cursor = connection.execute(statement, params)
+            except psycopg.OperationalError:
+                if not own:
+                    raise
+                connection = self._reconnected_admin()  # a test terminated it?
+                cursor = connection.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
             text = (
@@ -124,6 +143,19 @@ class LocalBackend(Backend):
                 f"PostgreSQL refused `{mask_text(str(text))}` on {mask_url(self.admin_url)}: "
                 f"{mask_text(str(error)).strip()}"
             ) from None
+
+    def _reconnected_admin(self) -> psycopg.Connection:
+        """After an OperationalError on the admin connection (called in its handler): a
+        new one if it broke and the server still answers -- a test may have run
+        pg_terminate_backend on every session -- else that error again."""
+        error = sys.exc_info()[1]
+        assert error is not None
+        if self._connection is None or not self._connection.broken:
+            raise error
+        try:
+            return self._admin()
+        except ServerError:
+            raise error from None
 
     @property
     def server_version(self) -> int:
@@ -145,6 +177,15 @@ class LocalBackend(Backend):
                 f"branch is a database. Grant it: ALTER ROLE {user} CREATEDB CREATEROLE; or use "
                 "another role in --neon-local-url, or leave the option unset to use the "
                 "embedded server."
+            )
+
+    def close_to_public(self, *databases: str) -> None:
+        """Only the administrator (and roles granted CONNECT) may connect to ``databases``."""
+        for database in databases:
+            self._execute(
+                sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(
+                    sql.Identifier(database)
+                )
             )
 
     def describe(self) -> str:
@@ -176,13 +217,30 @@ class LocalBackend(Backend):
             )
         self._terminate_connections(source.branch_id)
         self._clone(source.branch_id, name)
+        try:
+            url = self._read_only_url(name)
+        except BaseException:
+            with contextlib.suppress(ServerError):  # not recorded yet: nobody else would drop it
+                self._drop_database(name)
+                self._drop_role(name)
+            raise
+        return self._branch(name, parent_id=source.branch_id, read_only=True, url=url)
+
+    def _read_only_url(self, name: str) -> str:
+        """The role that may only read the clone ``name``, and the URL that reaches it:
+        on a hot standby of the embedded server, else with read-only startup options."""
         password = read_only_role(self._execute, replace_database(self.admin_url, name), name)
-        return self._branch(
-            name,
-            parent_id=source.branch_id,
-            read_only=True,
-            url=replace_database(self.admin_url, name, user=name, password=password),
-        )
+        url = replace_database(self.admin_url, name, user=name, password=password)
+        if self.embedded_server is None:
+            # Startup options override whatever the role sets for itself later.
+            return url + "?options=-c%20default_transaction_read_only%3Don"
+        from ..server.embedded import EmbeddedServer
+        from ..server.standby import start_hot_standby
+
+        standby = start_hot_standby(EmbeddedServer.from_state(self.embedded_server))
+        # The credentials work on the standby only, which cannot write.
+        self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        return url.replace(f":{urlsplit(url).port}/", f":{standby.port}/", 1)
 
     def seal(self, branch: NeonBranch) -> list[list[Any]]:
         """After migrations: the change tracking of ``inplace`` installed (every copy
@@ -252,9 +310,13 @@ class LocalBackend(Backend):
     def delete_branch(self, branch: NeonBranch) -> None:
         self._release_connections(branch.branch_id)
         self._discard_spare(branch.branch_id)
+        if branch.read_only and self.embedded_server is not None:
+            from ..server.standby import stop_hot_standby
+
+            stop_hot_standby(Path(self.embedded_server["run_dir"]))
         self._drop_database(branch.branch_id)
         if branch.read_only:
-            self._drop_role(branch.branch_id)
+            self._drop_roles(branch.branch_id)
 
     def _discard_spare(self, branch_id: str) -> None:
         spare = self._spares.pop(branch_id, None)
@@ -265,27 +327,45 @@ class LocalBackend(Backend):
 
     def restore_cached(self, branch: NeonBranch, cache_name: str) -> bool:
         """Make ``branch`` a copy of the cached migrated state, if the server has it."""
-        if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
-            return False
-        self._drop_database(branch.branch_id)
-        self._clone(cache_name, branch.branch_id)
+        with self._cache_lock(cache_name):
+            if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+                return False
+            self._drop_database(branch.branch_id)
+            self._clone(cache_name, branch.branch_id)
         return True
 
     def store_cached(self, branch: NeonBranch, cache_name: str, project_prefix: str) -> None:
         """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones.
 
-        Instrumented first, so that ``seal`` finds the cached copies ready.
+        Runs sharing a server (parallel CI jobs on one service) take turns: a
+        run that finds the entry already stored by another keeps that one. The
+        branch is instrumented first, so that ``seal`` finds the cached copies ready.
         """
         self._instrument(branch.branch_id)
-        stale = self._execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
-            (project_prefix.replace("_", "\\_") + "%", cache_name),
-        )
-        for (name,) in stale:
-            self._drop_database(name)
-        self._terminate_connections(branch.branch_id)
-        self._clone(branch.branch_id, cache_name)
-        self._comment(cache_name, {"cache": cache_name})
+        with self._cache_lock(cache_name):
+            if self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+                return
+            stale = self._execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+                (project_prefix.replace("_", "\\_") + "%", cache_name),
+            )
+            for (name,) in stale:
+                self._drop_database(name)
+            self._terminate_connections(branch.branch_id)
+            self._clone(branch.branch_id, cache_name)
+            self._comment(cache_name, {"cache": cache_name})
+
+    @contextlib.contextmanager
+    def _cache_lock(self, cache_name: str) -> Iterator[None]:
+        """A server-wide lock per project's cache entries (session advisory lock)."""
+        project = cache_name.rsplit("_", 1)[0]
+        key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big", signed=True)
+        self._execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ServerError):
+                self._execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def keep_branch(self, branch: NeonBranch) -> None:
         self._comment(branch.branch_id, {"kept": True})
@@ -368,17 +448,22 @@ class LocalBackend(Backend):
             "owner_pid": self.owner_pid,
             "parent_database": self.parent_database,
             "server_label": self.server_label,
+            "embedded_server": self.embedded_server,
+            "can_create_roles": self.can_create_roles,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LocalBackend:
-        return cls(
+        backend = cls(
             state["admin_url"],
             run_id=state["run_id"],
             owner_pid=state["owner_pid"],
             parent_database=state["parent_database"],
             server_label=state["server_label"],
+            embedded_server=state.get("embedded_server"),
         )
+        backend.can_create_roles = state.get("can_create_roles", True)
+        return backend
 
     def drop_abandoned(self, is_abandoned: Any) -> list[str]:
         """Drop databases (and roles) whose marker names a run for which ``is_abandoned`` holds."""
@@ -395,7 +480,7 @@ class LocalBackend(Backend):
                 continue
             if "cache" not in marker and is_abandoned(marker):
                 self._drop_database(name)
-                self._drop_role(name)
+                self._drop_roles(name)
                 dropped.append(name)
         return dropped
 
@@ -437,6 +522,8 @@ class LocalBackend(Backend):
     def _clone(
         self, template: str, name: str, connection: psycopg.Connection | None = None
     ) -> None:
+        """Clone ``template`` as ``name``, closed to PUBLIC (only the administrator and the
+        roles granted CONNECT may reach it)."""
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.server_version >= 150000 else sql.SQL("")
         self._execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
@@ -445,18 +532,27 @@ class LocalBackend(Backend):
             connection=connection,
         )
         owner = {"run": self.run_id, "pid": self.owner_pid, "host": socket.gethostname()}
-        self._comment(name, owner, connection)
+        owner["pidns"] = pid_namespace()
+        self._comment(name, owner, connection, close_to_public=True)
 
     def _comment(
-        self, database: str, marker: dict[str, Any], connection: psycopg.Connection | None = None
+        self,
+        database: str,
+        marker: dict[str, Any],
+        connection: psycopg.Connection | None = None,
+        *,
+        close_to_public: bool = False,
     ) -> None:
-        """The comment that tells a later run whose database this is."""
-        self._execute(
-            sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                sql.Identifier(database), sql.Literal(json.dumps({MARKER_KEY: marker}))
-            ),
-            connection=connection,
+        """The comment that tells a later run whose database this is (one transaction with
+        the REVOKE that closes a new database to other roles)."""
+        statement = sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(database), sql.Literal(json.dumps({MARKER_KEY: marker}))
         )
+        if close_to_public:
+            statement = sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC; {}").format(
+                sql.Identifier(database), statement
+            )
+        self._execute(statement, connection=connection)
 
     def _terminate_connections(self, database: str) -> None:
         """Terminate the database's sessions and wait until they are gone.
@@ -483,8 +579,10 @@ class LocalBackend(Backend):
                 return
             time.sleep(0.001)
 
-    def _drop_role(self, role: str) -> None:
-        self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    def _drop_roles(self, name: str) -> None:
+        """The read-only roles of a database (if it had any)."""
+        for role in (name, definer_role(name)):
+            self._execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
     def _drop_database(self, database: str) -> None:
         self._terminate_connections(database)

@@ -40,7 +40,7 @@ class SpareClone:
         admin_url: str,
         template: str,
         name: str,
-        clone: Callable[[str, str, psycopg.Connection], None],
+        clone: Callable[[str, str, psycopg.Connection], set[int]],
         drop_first: str | None = None,
         *,
         track: bool = False,

@@ -86,6 +86,8 @@ def test_write_detection_transaction_marker_and_env_var_option(neon_project: Neo
         test_counts="""
         import os
 
+        from pytest_neon_alembic.guard import SANDBOX_URL
+
         import pytest
         import sqlalchemy as sa
 
@@ -132,9 +134,9 @@ def test_write_detection_transaction_marker_and_env_var_option(neon_project: Neo
                 assert last.scalar() == 1
 
 
-        def test_5_env_var_restored():
-            assert "OTHER_URL" not in os.environ
-            assert os.environ["DATABASE_URL"] == "sentinel"
+        def test_5_env_var_is_the_sandbox_again():
+            assert os.environ["OTHER_URL"] == SANDBOX_URL
+            assert os.environ["DATABASE_URL"] == "sentinel"  # not named: not the plugin's
         """
     )
 
@@ -179,6 +181,8 @@ def test_custom_apply_migrations_with_pytest_neon_parameter_name(
         test_custom="""
         import os
 
+        from pytest_neon_alembic.guard import SANDBOX_URL
+
         import psycopg
 
 
@@ -205,7 +209,7 @@ def test_custom_apply_migrations_with_pytest_neon_parameter_name(
 
 
         def test_4_env_restored_after_hook():
-            assert os.environ["DATABASE_URL"] == "sentinel"
+            assert os.environ["DATABASE_URL"] == SANDBOX_URL
         """
     )
     assert not (neon_project.path / "alembic.ini").exists()
@@ -320,7 +324,8 @@ def test_keep_branches(neon_project: NeonProject) -> None:
             connection.execute(f'DROP ROLE "{name}"')
 
     suffixes = sorted(name.removeprefix(prefix) for name in databases)
-    assert len(roles) == 1  # the read-only login role
+    # The read-only login role, and the NOLOGIN role owning its SECURITY DEFINER functions.
+    assert roles == {prefix + "readonly", prefix + "readonly_definer"}
     # migration, isolated, dirty, read-only, shared: all of them kept, none deleted.
     assert (summary.created, summary.deleted, summary.kept) == (5, 0, 5), summary.line("branches:")
     assert len(suffixes) == 5, suffixes
@@ -405,9 +410,11 @@ def test_tests_without_database_start_nothing(neon_project: NeonProject) -> None
         test_plain="""
         import os
 
+        from pytest_neon_alembic.guard import SANDBOX_URL
+
 
         def test_plain():
-            assert os.environ["DATABASE_URL"] == "sentinel"
+            assert os.environ["DATABASE_URL"] == SANDBOX_URL
         """
     )
 

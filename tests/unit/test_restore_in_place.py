@@ -298,6 +298,10 @@ def test_a_role_without_superuser_detects_changes_and_swaps(
                 sql.Identifier(role), sql.Literal(password)
             )
         )
+        # The embedded server's maintenance database is closed to other roles.
+        admin.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE postgres TO {}").format(sql.Identifier(role))
+        )
     parts = urlsplit(admin_url)
     url = f"postgresql://{role}:{quote(password)}@{parts.hostname}:{parts.port}/postgres"
     backend = LocalBackend(url, run_id="limited" + role[-6:], owner_pid=os.getpid())
@@ -334,4 +338,7 @@ def test_a_role_without_superuser_detects_changes_and_swaps(
         cleanup.drop_abandoned(lambda marker: marker.get("run") == backend.run_id)
         cleanup.close()
         with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("REVOKE CONNECT ON DATABASE postgres FROM {}").format(sql.Identifier(role))
+            )
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

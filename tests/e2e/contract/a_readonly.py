@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from e2e_check import backend, check_pristine, neon_api_get, record
 
 from pytest_neon_alembic import NeonBranch
+from pytest_neon_alembic.guard import SANDBOX_URL
 
 # Every one of these must be refused by the database on the read-only branch,
 # even after the session turned default_transaction_read_only off.
@@ -39,8 +40,8 @@ FIELDS = [
 ]
 
 
-def test_0_no_fixture_sees_the_outer_value():
-    assert os.environ["DATABASE_URL"] == "sentinel"
+def test_0_no_fixture_sees_the_sandbox():
+    assert os.environ["DATABASE_URL"] == SANDBOX_URL  # outside tests: the sandbox
 
 
 def test_1_readonly_refuses_writes(neon_branch_readonly, neon_engine_readonly):

@@ -2,6 +2,8 @@
 
 import os
 
+from pytest_neon_alembic.guard import SANDBOX_URL
+
 
 def test_1_isolated_wins(
     neon_branch_readonly, neon_branch_dirty, neon_branch_shared, neon_branch_isolated
@@ -27,5 +29,5 @@ def test_5_readonly(neon_branch_readonly):
     assert os.environ["DATABASE_URL"] == neon_branch_readonly.connection_string
 
 
-def test_6_restored_after_the_tests():
-    assert os.environ["DATABASE_URL"] == "sentinel"
+def test_6_sandbox_again_after_the_tests():
+    assert os.environ["DATABASE_URL"] == SANDBOX_URL  # outside tests: the sandbox
