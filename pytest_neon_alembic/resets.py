@@ -1,11 +1,6 @@
 """The per-test path of the isolated branch: a marker before the test (if the backend
 needs one), and after it a check that puts back what the test changed.
 
-On the local backend that check runs in the background: the test's teardown
-returns at once, pytest reports it and sets up the next test meanwhile, and
-the next test on the branch (or its deletion) waits for the check to finish.
-An error there fails that next step.
-
 Kept apart from the creation of branches (``session.py``) so that what happens
 around every single test reads in one place.
 """
@@ -50,11 +45,8 @@ class IsolatedResets:
         self.stats = ResetStats()
         self._sequences: list[list[Any]] | None = None
         self._after_reset: dict[str, list[Callable[[], None]]] = {}
-        self._pending: dict[str, threading.Thread] = {}  # checks still running, by branch
-        self._errors: dict[str, BaseException] = {}
 
     def before_test(self, branch: NeonBranch) -> Any:
-        self.settle(branch)
         return self._backend().write_marker(branch)
 
     def after_test(
@@ -66,50 +58,13 @@ class IsolatedResets:
         transaction strategy, which rolls back everything it opened).
         """
         self._guard(branch, "reset")
-        backend = self._backend()
-        sequences = self._pristine_sequences()
-
-        def check() -> None:
-            self._check(backend, branch, source, marker, committed_only, sequences)
-
-        if not backend.checks_in_background:
-            check()
-            return
-        self.settle(branch)
-        thread = threading.Thread(
-            target=self._in_background, args=(branch.key, check), name="reset", daemon=True
-        )
-        self._pending[branch.key] = thread
-        thread.start()
-
-    def settle(self, branch: NeonBranch | None = None) -> None:
-        """Wait for the check of ``branch`` (None: all) if it still runs; raise its error."""
-        for key in [branch.key] if branch is not None else list(self._pending):
-            thread = self._pending.pop(key, None)
-            if thread is not None:
-                thread.join()
-            error = self._errors.pop(key, None)
-            if error is not None:
-                raise error
-
-    def _in_background(self, key: str, check: Callable[[], None]) -> None:
-        try:
-            check()
-        except BaseException as error:  # raised by settle(), in the main thread
-            self._errors[key] = error
-
-    def _check(
-        self,
-        backend: Backend,
-        branch: NeonBranch,
-        source: NeonBranch,
-        marker: Any,
-        committed_only: bool,
-        sequences: list[list[Any]] | None,
-    ) -> None:
         started = time.perf_counter()
-        outcome = backend.after_test(
-            branch, source, marker, committed_only=committed_only, sequences=sequences
+        outcome = self._backend().after_test(
+            branch,
+            source,
+            marker,
+            committed_only=committed_only,
+            sequences=self._pristine_sequences(),
         )
         if outcome == CLEAN:
             self.stats.clean += 1
@@ -129,9 +84,7 @@ class IsolatedResets:
         self._after_reset.setdefault(branch.key, []).append(callback)
 
     def record(self, worker: str) -> None:
-        """Record this process's figures for the report (after the last checks)."""
-        with contextlib.suppress(Exception):  # the branches are deleted at the end anyway
-            self.settle()
+        """Record this process's figures for the report."""
         stats = self.stats
         if stats.resets or stats.clean:
             self._run.record_event(

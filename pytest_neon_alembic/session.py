@@ -102,7 +102,6 @@ class BranchSession:
 
     def delete(self, branch: NeonBranch) -> None:
         self.guard(branch, "delete")
-        self.resets.settle(branch)  # a check of its last test may still run
         self.backend.delete_branch(branch)
         self.run.record_deleted(branch)
 

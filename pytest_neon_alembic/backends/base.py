@@ -21,9 +21,6 @@ class Backend(ABC):
     """A source of branches. Knows nothing of pytest; safe to use from any process."""
 
     name: str
-    # after_test() may run in a thread of its own while the next test is set up
-    # (it must then be safe next to the backend's other calls in the main thread).
-    checks_in_background = False
 
     def branch_name(self, run_id: str, suffix: str) -> str:
         """The name of a new branch of run ``run_id`` (``suffix``: its role, e.g. ``dirty``).

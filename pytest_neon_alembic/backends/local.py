@@ -55,8 +55,6 @@ class LocalBackend(Backend):
     """Branches as databases on one server, reached through an administrative URL."""
 
     name = "local"
-    checks_in_background = True  # psycopg connections are thread-safe; per-branch state
-    # (spares, restorers, tracking) is touched by the main thread only after settle()
 
     def __init__(
         self,
