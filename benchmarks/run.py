@@ -45,6 +45,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -674,6 +675,11 @@ def main() -> None:
         raise SystemExit(1)
 
 
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too: the finally blocks stop the servers
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupted)
     with contextlib.suppress(KeyboardInterrupt):
         main()
