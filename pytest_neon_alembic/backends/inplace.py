@@ -60,6 +60,10 @@ RESTORE_OPTIONS = (
 LIMITED_OPTIONS = "-c jit=off -c lock_timeout=5s"
 
 CLEAN, RESTORED, SWAP, BUSY = "clean", "restored", "swap", "busy"
+# Rows put back in one table from which on reset() names it (``restored:<tables>``)
+# for a VACUUM: the server may run without autovacuum, and the dead rows of
+# large restores would otherwise slow every later scan of the table.
+VACUUM_AFTER = 1000
 
 _TABLES = r"""
 SELECT c.oid::bigint, format('%I.%I', n.nspname, c.relname),
@@ -368,7 +372,10 @@ def _restore_function(number: int, table: Table) -> str:
     columns = ", ".join(table.columns)
     pristine = _ident(f"p_{number}")
     insert = f"INSERT INTO {table.name} ({columns}) OVERRIDING SYSTEM VALUE"
-    whole = f"DELETE FROM ONLY {table.name}; {insert} SELECT {columns} FROM {pristine};"
+    whole = (
+        f"DELETE FROM ONLY {table.name}; GET DIAGNOSTICS removed = ROW_COUNT; "
+        f"{insert} SELECT {columns} FROM {pristine};"
+    )
     if not table.key:
         body = whole
     else:
@@ -382,13 +389,17 @@ def _restore_function(number: int, table: Table) -> str:
     {whole}
   ELSE
     DELETE FROM ONLY {table.name} t USING (SELECT DISTINCT {keys} FROM {log}) k WHERE {on_t};
+    GET DIAGNOSTICS removed = ROW_COUNT;
     {insert} SELECT {p_columns} FROM (SELECT DISTINCT {keys} FROM {log}) k
       JOIN {pristine} p ON {on_p};
   END IF;
   DELETE FROM {log};"""
     return f"""
-CREATE FUNCTION {_ident(f"restore_{number}")}(whole boolean) RETURNS void LANGUAGE plpgsql AS $$
+CREATE FUNCTION {_ident(f"restore_{number}")}(whole boolean) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE removed bigint;
 BEGIN {body}
+  RETURN removed;
 END $$"""
 
 
@@ -413,7 +424,9 @@ def _reset_function(connection: Any, tables: list[Table], sequences: list[str], 
             swap_checks.append(f"EXISTS (SELECT 1 FROM pg_catalog.{catalog} WHERE {newer})")
     moved, put_back = _sequence_checks(connection, sequences)
     cases = "\n".join(
-        f"      WHEN {t.oid} THEN PERFORM {_ident(f'restore_{n}')}(r.whole);"
+        f"      WHEN {t.oid} THEN IF {_ident(f'restore_{n}')}(r.whole) >= {VACUUM_AFTER} THEN "
+        f"bloated := array_append(bloated, {sql.Literal(t.name).as_string(connection)}::text); "
+        "END IF;"
         for n, t in enumerate(tables, start=1)
         if not t.in_tree
     )
@@ -446,6 +459,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   busy text;
   moved int[];
+  bloated text[] := '{{}}';
   r record;
 BEGIN
   SELECT string_agg(pid::text, ',') INTO busy FROM pg_stat_activity
@@ -461,7 +475,8 @@ BEGIN
   {restore_tables}
   {put_back}
   DELETE FROM {_ident("changed")};
-  RETURN 'restored';
+  RETURN 'restored' || CASE WHEN cardinality(bloated) > 0
+                            THEN ':' || array_to_string(bloated, chr(10)) ELSE '' END;
 END $$"""
 
 
@@ -501,7 +516,8 @@ def _sequence_checks(connection: Any, sequences: list[str]) -> tuple[str, str]:
 
 
 def reset(connection: Any) -> str:
-    """Run the database's ``reset()``: ``clean``, ``restored``, ``swap`` or ``busy:<pids>``."""
+    """Run the database's ``reset()``: ``clean``, ``restored`` (``restored:<tables>``: to
+    vacuum, one a line), ``swap`` or ``busy:<pids>``."""
     return connection.execute(f"SELECT {_ident('reset')}()").fetchone()[0]
 
 

@@ -397,7 +397,16 @@ class LocalBackend(Backend):
         if outcome == inplace.SWAP:
             self.reset_branch(branch, source)
             return SWAPPED
-        return RESTORED if outcome == inplace.RESTORED else CLEAN
+        if not outcome.startswith(inplace.RESTORED):
+            return CLEAN
+        for table in outcome.split(":", 1)[1].splitlines() if ":" in outcome else ():
+            self._restorers.run(
+                branch.branch_id,
+                replace_database(self.admin_url, branch.branch_id),
+                lambda connection, table=table: connection.execute(f"VACUUM {table}"),
+                options=self._restore_options(),
+            )
+        return RESTORED
 
     def _restore_in_place(self, branch: NeonBranch) -> str:
         url = replace_database(self.admin_url, branch.branch_id)

@@ -17,7 +17,7 @@ WORKLOAD = """
 import psycopg
 import pytest
 
-ROUNDS = 8
+ROUNDS = 5
 
 
 def pristine(url):
@@ -76,11 +76,11 @@ def test_two_workers_no_missed_write_and_no_reset_of_a_clean_test(
 
     result = neon_project.run("-n", "2")
 
-    result.assert_outcomes(passed=8 * 7)
+    result.assert_outcomes(passed=5 * 7)
     summary = neon_project.summary(result)
     # Per round 4 writing tests (1, 2, 4, 5) and 3 that only read (3, 6, 7).
-    assert (summary.resets, summary.clean) == (8 * 4, 8 * 3), summary.line("resets:")
-    assert f", {8 * 3} in place" in summary.line("resets:")  # only the DDL tests swapped
+    assert (summary.resets, summary.clean) == (5 * 4, 5 * 3), summary.line("resets:")
+    assert f", {5 * 3} in place" in summary.line("resets:")  # only the DDL tests swapped
     neon_project.assert_nothing_left()
 
 

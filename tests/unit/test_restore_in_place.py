@@ -223,6 +223,30 @@ def test_every_kind_of_change_is_put_back(
     assert local_backend.after_test(isolated, migrated, None) == CLEAN
 
 
+def test_large_restores_are_vacuumed_so_the_table_does_not_grow(
+    local_backend: LocalBackend, unique_name: Names
+) -> None:
+    """The server may run without autovacuum: put back 5,000 rows five times, and the
+    table stays the size it had after the first time."""
+    migration = local_backend.create_branch(unique_name("migration"), None)
+    with psycopg.connect(migration.connection_string, autocommit=True) as connection:
+        connection.execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v int);"
+            "INSERT INTO big SELECT g, 0 FROM generate_series(1, 5000) g"
+        )
+    local_backend.seal(migration)
+    branch = local_backend.create_branch(unique_name("isolated"), migration)
+    local_backend.write_marker(branch)
+    sizes = []
+    with psycopg.connect(branch.connection_string, autocommit=True) as connection:
+        for _ in range(5):
+            connection.execute("UPDATE big SET v = v + 1")
+            assert local_backend.after_test(branch, migration, None) == RESTORED
+            sizes.append(connection.execute("SELECT pg_relation_size('big')").fetchone()[0])
+            assert connection.execute("SELECT sum(v) FROM big").fetchone() == (0,)
+    assert sizes[-1] <= sizes[0], sizes
+
+
 def test_a_transaction_left_open_is_ended_and_not_counted(
     local_backend: LocalBackend, migrated: NeonBranch, isolated: NeonBranch
 ) -> None:
