@@ -155,6 +155,9 @@ class Seed:
             for name, last_value, is_called in self.sequences:
                 connection.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
 
+    def install(self) -> None:
+        """Nothing to prepare: every table is reseeded."""
+
     @property
     def moved_sequences(self) -> str:
         """A query of the sequences no longer where the seed has them (name, value, called)."""
@@ -163,6 +166,41 @@ class Seed:
             f"WHERE last_value <> {value} OR is_called <> {called}"
             for name, value, called in self.sequences
         )
+
+
+class DirtyTables(Seed):
+    """Triggers note written tables (outside the public schema); only those are reseeded."""
+
+    def install(self) -> None:
+        connection = self.connection
+        connection.execute(
+            "CREATE SCHEMA bench; CREATE UNLOGGED TABLE bench.dirty (t text);"
+            "CREATE FUNCTION bench.mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO bench.dirty SELECT TG_ARGV[0] WHERE NOT EXISTS "
+            "(SELECT 1 FROM bench.dirty WHERE t = TG_ARGV[0]); RETURN NULL; END $$"
+        )
+        for table in self.rows:
+            connection.execute(
+                f"CREATE TRIGGER bench_dirty AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION bench.mark('{table}');"
+                f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER bench_dirty"
+            )
+
+    def restore(self) -> None:
+        connection = self.connection
+        with connection.transaction():
+            connection.execute("SET LOCAL session_replication_role = replica")
+            dirty = [row[0] for row in connection.execute("SELECT t FROM bench.dirty")]
+            cursor = connection.cursor()
+            for table in dirty:
+                connection.execute(f"DELETE FROM {table}")
+                if self.rows[table]:
+                    with cursor.copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(self.rows[table])
+            connection.execute("DELETE FROM bench.dirty")
+            moved = connection.execute(self.moved_sequences).fetchall()
+            for name, last_value, is_called in moved:
+                connection.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
 
 
 # -- pytest-neon-alembic ------------------------------------------------------------------
@@ -263,66 +301,11 @@ elif STRATEGY == "savepoint":
 
 # -- TRUNCATE every table and copy the seed back -----------------------------------------
 
-elif STRATEGY == "truncate":
+elif STRATEGY in ("truncate", "dirty"):
 
     @pytest.fixture(scope="session")
     def _seed(_database_url_fixture):
-        seed = Seed(_database_url_fixture)
-        yield seed
-        seed.connection.close()
-
-    def _truncated_after(_engine, _seed):
-        try:
-            with _engine.connect() as connection:
-                yield connection
-        finally:
-            _seed.restore()
-
-    db_rw, db_ro = _both(_truncated_after)
-
-    @pytest.fixture
-    def db_url(_database_url_fixture):
-        return _database_url_fixture
-
-elif STRATEGY == "dirty":
-
-    class _DirtyTables(Seed):
-        """Triggers note written tables (outside the public schema); only those are reseeded."""
-
-        def install(self) -> None:
-            connection = self.connection
-            connection.execute(
-                "CREATE SCHEMA bench; CREATE UNLOGGED TABLE bench.dirty (t text);"
-                "CREATE FUNCTION bench.mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "INSERT INTO bench.dirty SELECT TG_ARGV[0] WHERE NOT EXISTS "
-                "(SELECT 1 FROM bench.dirty WHERE t = TG_ARGV[0]); RETURN NULL; END $$"
-            )
-            for table in self.rows:
-                connection.execute(
-                    f"CREATE TRIGGER bench_dirty AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
-                    f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION bench.mark('{table}');"
-                    f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER bench_dirty"
-                )
-
-        def restore(self) -> None:
-            connection = self.connection
-            with connection.transaction():
-                connection.execute("SET LOCAL session_replication_role = replica")
-                dirty = [row[0] for row in connection.execute("SELECT t FROM bench.dirty")]
-                cursor = connection.cursor()
-                for table in dirty:
-                    connection.execute(f"DELETE FROM {table}")
-                    if self.rows[table]:
-                        with cursor.copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
-                            copy.write(self.rows[table])
-                connection.execute("DELETE FROM bench.dirty")
-                moved = connection.execute(self.moved_sequences).fetchall()
-                for name, last_value, is_called in moved:
-                    connection.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
-
-    @pytest.fixture(scope="session")
-    def _seed(_database_url_fixture):
-        seed = _DirtyTables(_database_url_fixture)
+        seed = (Seed if STRATEGY == "truncate" else DirtyTables)(_database_url_fixture)
         seed.install()
         yield seed
         seed.connection.close()
