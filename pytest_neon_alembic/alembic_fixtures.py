@@ -35,7 +35,7 @@ def alembic_config(_neon_session: BranchSession) -> Any:
     pytest-alembic's is honoured, by ``--neon-alembic-checks`` too.
     """
     project = _neon_session.alembic_project()
-    return project.config() if project is not None else {}
+    return project.config(require_env_py=False) if project is not None else {}
 
 
 @pytest.fixture

@@ -82,11 +82,11 @@ def neon_check(function: Callable[[Any], None]) -> Callable[..., None]:
 class AlembicCheckItem(pytest.Function):
     """One of pytest-alembic's built-in tests, reported as ``[pytest-alembic] test_x``."""
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> Any:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
         neon = getattr(self.parent, "neon", False)
         if neon and isinstance(excinfo.value, (AssertionError, NeonAlembicError)):
             return str(excinfo.value)  # pytest-alembic's message, not the plugin's traceback
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"[pytest-alembic] {self.name}"
@@ -106,14 +106,14 @@ class TestsPathBinding(PytestAlembicPlugin):
         return None
 
 
-def ini_check_items(session: pytest.Session, ini_path: Path) -> list[pytest.Item]:
+def ini_check_items(parent: pytest.Collector, ini_path: Path) -> list[pytest.Item]:
     """--neon-alembic-checks items bound to alembic.ini (no tests path was collected),
     reported as collected so that "collected N items" counts them."""
-    node = AlembicTests.from_parent(session, path=ini_path, label=False)
+    node = AlembicTests.from_parent(parent, path=ini_path, label=False)
     try:
         items: list[pytest.Item] = list(node.collect())
     except ValueError as error:  # an unknown test name in pytest-alembic's settings
         raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
     report = pytest.CollectReport(node.nodeid, "passed", None, items)
-    session.config.hook.pytest_collectreport(report=report)
+    parent.config.hook.pytest_collectreport(report=report)
     return items

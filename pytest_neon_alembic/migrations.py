@@ -114,7 +114,12 @@ class AlembicProject:
 
     ini_path: Path
 
-    def config(self):  # -> alembic.config.Config
+    def config(self, *, require_env_py: bool = True):  # -> alembic.config.Config
+        """The project's Alembic Config, with its script location resolved.
+
+        ``require_env_py=False`` (pytest-alembic's ``alembic_config``) lets a
+        missing env.py fail where pytest-alembic fails, in the checks that run it.
+        """
         from alembic.config import Config
 
         if not self.ini_path.is_file():
@@ -127,7 +132,7 @@ class AlembicProject:
         given = location
         if not location:
             location = self._default_script_location(config)
-        resolved = self._resolve_script_location(location)
+        resolved = self._resolve_script_location(location, require_env_py)
         if resolved != given:
             config.set_main_option("script_location", resolved.replace("%", "%%"))
         return config
@@ -150,7 +155,7 @@ class AlembicProject:
             return str(self.ini_path.parent)
         return "migrations"
 
-    def _resolve_script_location(self, location: str) -> str:
+    def _resolve_script_location(self, location: str, require_env_py: bool = True) -> str:
         """Relative locations are read from the ini's folder, whatever the working directory."""
         if ":" in location and not Path(location).is_absolute():
             return location  # package resource, e.g. "myapp:migrations"
@@ -158,7 +163,7 @@ class AlembicProject:
         if not path.is_absolute():
             beside_ini = self.ini_path.parent / path
             path = beside_ini if beside_ini.exists() or not path.exists() else path.resolve()
-        if not (path / "env.py").is_file():
+        if require_env_py and not (path / "env.py").is_file():
             raise MigrationError(
                 f"script_location in {self.ini_path} is {location!r}, but {path} has no env.py. "
                 "Point script_location at the folder `alembic init` created (the one with "

@@ -46,6 +46,7 @@ from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
 REPORT_KEY = pytest.StashKey[Report]()
+ROOTDIR_NODE_KEY = pytest.StashKey[pytest.Collector]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -133,7 +134,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """alembic.ini named on the command line (`pytest alembic.ini::test_upgrade`)."""
     settings = _checks_settings(parent.config)
-    if settings and settings.alembic_ini and file_path == settings.alembic_ini:
+    named = settings and settings.alembic_ini and file_path == settings.alembic_ini
+    if named and parent.session.isinitpath(file_path):
         return AlembicTests.from_parent(parent, path=file_path, label=False)
     return None
 
@@ -147,8 +149,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     checks = [item for item in items if _is_neon_check(item)]
     if not checks and _wants_checks(config):
-        checks = ini_check_items(session, settings.alembic_ini)
+        # Under the rootdir's directory node when it was collected: the rootdir conftest's
+        # fixtures (alembic_config, alembic_engine) are attached to it on pytest < 9.2.
+        parent = config.stash.get(ROOTDIR_NODE_KEY, session)
+        checks = ini_check_items(parent, settings.alembic_ini)
     items[:] = checks + [item for item in items if not _is_neon_check(item)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    report = yield
+    if isinstance(collector, pytest.Directory) and collector.path == collector.config.rootpath:
+        collector.config.stash[ROOTDIR_NODE_KEY] = collector
+    return report
 
 
 def _is_neon_check(item: pytest.Item) -> bool:
