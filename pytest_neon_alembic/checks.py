@@ -155,9 +155,10 @@ def summarise_upgrade(rendered: str) -> str | None:
     for name, lines in operations:
         if name == "alter_column":
             text = "\n".join(lines)
-            changed = [label for keyword, label in _ALTERED if keyword in text]
+            # `nullable=`, not `existing_nullable=` (what stays as it is).
+            changed = [label for keyword, label in _ALTERED if re.search(rf"\b{keyword}", text)]
             kinds.update(changed or ["column altered (alter_column)"])
         else:
             kinds[_KINDS.get(name, name)] += 1
     rows = [f"{count:>4}  {kind}" for kind, count in kinds.most_common()]
-    return f"{len(operations)} operations; the full upgrade follows.\n" + "\n".join(rows)
+    return f"{len(operations)} operations (the full upgrade follows):\n" + "\n".join(rows)

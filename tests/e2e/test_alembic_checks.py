@@ -282,6 +282,28 @@ CASES = [
             )
         },
     ),
+    # Ten differences: counted by kind first, then pytest-alembic's full would-be upgrade.
+    Case(
+        "drifted_many",
+        {
+            "test_model_definitions_match_ddl": Failure(
+                "out of sync with the set of steps described in the revision history",
+                [
+                    OUT_OF_SYNC,
+                    "Differences by kind:",
+                    "    10 operations (the full upgrade follows):",
+                    "       3  table missing from the migrations (create_table)",
+                    "       3  index missing (create_index)",
+                    "       3  column type changed",
+                    "       3  nullability changed",
+                    "       1  column missing from the migrations (add_column)",
+                    "The upgrade which would have been generated would look like:",
+                    "    op.create_table('audits',",
+                    "*op.alter_column('accounts', 'status',",
+                ],
+            )
+        },
+    ),
     # env.py without target_metadata: pytest-alembic's RuntimeError, plus the plugin's hint.
     Case(
         "no_target_metadata",
@@ -497,4 +519,96 @@ def test_checks_without_alembic_ini_are_a_usage_error(
     assert "--neon-alembic-ini" in errors[0]
     assert "Traceback" not in output
     assert "passed" not in output
+    neon_project.assert_nothing_left()
+
+
+# -- layouts real projects use ----------------------------------------------------------------
+
+
+def test_history_that_cannot_start_from_an_empty_database(neon_project: NeonProject) -> None:
+    """base_alters_created_table: its first revision alters a table create_all() made.
+
+    Without the recipe, the migration fails naming the revision and pointing at the
+    recipe, and the report says the migration failed. With it (conftest.py yields a
+    MigrationStart from neon_migration_context), the branch is create_all() + stamp,
+    the report says so, the context wraps the upgrade and the checks, and the next
+    run takes the cached state without entering the context.
+    """
+    copy_project(neon_project, "base_alters_created_table")
+    recipe = (neon_project.path / "conftest.py").read_text()
+    log = neon_project.path / "context.log"
+
+    (neon_project.path / "conftest.py").unlink()
+    result = neon_project.run("-rA")
+    output = neon_project.output(result)
+    assert result.parseoutcomes() == {"errors": 1}, output
+    for text in ("Migration a001", 'relation "users" does not exist', "MigrationStart"):
+        assert text in output, text
+    assert "neon_migration_context" in output
+    assert neon_project.summary(result).line("migrations:") == (
+        "migrations: failed (alembic upgrade heads, alembic.ini)"
+    )
+    neon_project.assert_nothing_left()
+
+    (neon_project.path / "conftest.py").write_text(recipe)
+    result = neon_project.run("--neon-alembic-checks", "-rA")
+    output = neon_project.output(result)
+    seen = outcomes(result)
+    assert seen["test_app.py::test_migrated_state"] == "PASSED", output
+    # pytest-alembic's checks start from an empty branch, as pytest-alembic's do: the
+    # upgrade fails there too, and the failure points at the recipe.
+    assert seen[ITEM.format("test_upgrade")] == "FAILED", output
+    assert "MigrationStart" in plugin_section(failure_sections(result), "test_upgrade")
+    assert log.read_text().splitlines() == ["enter sentinel", "exit"]  # once, around both
+    assert re.fullmatch(
+        r"migrations: \d+\.\d\d s \(MetaData\.create_all\(\) \+ stamp heads, upgrade heads, "
+        r"alembic\.ini\)",
+        neon_project.summary(result).line("migrations:"),
+    )
+    neon_project.assert_nothing_left()
+
+    log.unlink()
+    result = neon_project.run("-rA", "-k", "migrated_state")
+    result.assert_outcomes(passed=1)
+    assert neon_project.summary(result).line("migrations:").startswith("migrations: cached (")
+    assert not log.exists(), "neon_migration_context was entered although nothing migrated"
+    neon_project.assert_nothing_left()
+
+
+def test_flask_migrate_layout(neon_project: NeonProject) -> None:
+    """`flask db init`: migrations/alembic.ini without script_location, no rootdir alembic.ini.
+
+    It is found, migrated, checked (items bound to it), and the report names it.
+    """
+    copy_project(neon_project, "good_basic")
+    migrations = neon_project.path / "migrations"
+    ini = (neon_project.path / "alembic.ini").read_text()
+    (neon_project.path / "alembic.ini").unlink()
+    (migrations / "alembic.ini").write_text(
+        "\n".join(
+            line for line in ini.splitlines() if not line.startswith("script_location")
+        ).replace("%(here)s", str(neon_project.path))
+    )
+    neon_project.pytester.makepyfile(
+        test_state="""
+        import sqlalchemy as sa
+
+
+        def test_tables(neon_engine_readonly):
+            with neon_engine_readonly.connect() as connection:
+                names = set(sa.inspect(connection).get_table_names())
+            assert {"customers", "orders", "alembic_version"} <= names
+        """
+    )
+
+    result = neon_project.run("--neon-alembic-checks", "-rA")
+    output = neon_project.output(result)
+
+    checks = {k: v for k, v in outcomes(result).items() if k.startswith("migrations/alembic")}
+    assert checks == {f"migrations/{ITEM.format(check)}": "PASSED" for check in CHECKS}, output
+    assert outcomes(result)["test_state.py::test_tables"] == "PASSED", output
+    assert re.fullmatch(
+        r"migrations: \d+\.\d\d s \(alembic upgrade heads, migrations/alembic\.ini\)",
+        neon_project.summary(result).line("migrations:"),
+    ), output
     neon_project.assert_nothing_left()

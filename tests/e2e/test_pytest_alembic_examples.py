@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,6 +39,12 @@ from pytest_alembic_examples.invocations import ALL_EXAMPLES, DEFAULT_CHECKS, OW
 EXAMPLES_HOME = Path(__file__).resolve().parents[1] / "pytest_alembic_examples"
 REFERENCE = json.loads((EXAMPLES_HOME / "reference.json").read_text())
 PYTEST_91 = "9.1.1"
+EXAMPLE_REQUIREMENTS = (
+    "pytest-mock-resources==2.15.0",
+    "pytest-asyncio==1.5.0",
+    "asyncpg==0.32.0",
+    "greenlet==3.5.6",
+)
 LEGS = ("pytest>=9.2", "pytest9.1")
 CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 TEST_CACHE = CACHE_HOME / "pytest-neon-alembic-tests"
@@ -62,30 +69,34 @@ def examples_dir() -> Path:
     )
 
 
-def pytest_91_path() -> Path:
-    """pytest 9.1, installed once per machine (pip --target, no dependencies: the rest of
-    this environment is shared), to put first on PYTHONPATH."""
-    target = TEST_CACHE / f"pytest-{PYTEST_91}"
+def cached_install(name: str, requirements: tuple[str, ...]) -> Path:
+    """``requirements`` installed once per machine into a cache folder (pip --target, no
+    dependencies: the rest comes from this environment), to put on PYTHONPATH."""
+    target = TEST_CACHE / name
     TEST_CACHE.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if not (target / "pytest" / "__init__.py").is_file():
+        if not (target / "INSTALLED").is_file():
             partial = Path(str(target) + ".partial")
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--no-deps",
-                    "--target",
-                    str(partial),
-                    f"pytest=={PYTEST_91}",
-                ],
-                check=True,
-            )
+            shutil.rmtree(partial, ignore_errors=True)
+            command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps"]
+            subprocess.run([*command, "--target", str(partial), *requirements], check=True)
+            (partial / "INSTALLED").write_text("\n".join(requirements) + "\n")
+            shutil.rmtree(target, ignore_errors=True)
             partial.rename(target)
     return target
+
+
+def pytest_91_path() -> Path:
+    """pytest 9.1, first on the 9.1 leg's PYTHONPATH."""
+    return cached_install(f"pytest-{PYTEST_91}", (f"pytest=={PYTEST_91}",))
+
+
+def example_requirements_path() -> Path:
+    """What pytest-alembic's examples import beyond this environment: pytest-mock-resources
+    (their PostgreSQL fixtures) and the async stack of the async examples. Kept out of the
+    environment so that they load in no other session of the suite."""
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return cached_install(f"example-requirements-{python}-1", EXAMPLE_REQUIREMENTS)
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +118,11 @@ def example_runs(e2e_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     script = str(EXAMPLES_HOME / "run_examples.py")
     processes = {}
     try:
+        requirements = str(example_requirements_path())
         for leg in LEGS:
-            leg_env = dict(env)
+            leg_env = dict(env, PYTHONPATH=requirements)
             if leg == "pytest9.1":
-                leg_env["PYTHONPATH"] = str(pytest_91_path())
+                leg_env["PYTHONPATH"] = os.pathsep.join([str(pytest_91_path()), requirements])
             processes[leg] = subprocess.Popen(
                 [sys.executable, script, str(examples), str(output / f"{leg}.json"), "plugin"],
                 env=leg_env,
