@@ -8,6 +8,8 @@ pytest-alembic's own ``tests/test_runner.py`` uses, and ``--neon-alembic-checks`
 invocation and ``--test-alembic`` bound to the example's conftest.py; examples
 that define no ``alembic_engine`` get a PostgreSQL one (see examples_harness).
 
+How ``reference.json`` was made with it: README.md in this folder.
+
 One embedded PostgreSQL (the plugin's own server code) serves every run of the
 process: pytest-mock-resources' databases, and the plugin's branches through
 ``--neon-local-url``. Sessions run in-process, as pytest-alembic's own suite
