@@ -98,10 +98,9 @@ class TestsPathBinding(PytestAlembicPlugin):
     --neon-alembic-checks."""
 
     neon: bool = False  # --neon-alembic-checks: our items (else --test-alembic's)
-    enabled: bool = True  # --test-alembic or --neon-alembic-checks
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[override]
-        if self.enabled and self.should_register(file_path):
+        if self.should_register(file_path):
             return AlembicTests.from_parent(parent, path=file_path, neon=self.neon)
         return None
 

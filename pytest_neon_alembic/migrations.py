@@ -191,11 +191,6 @@ class AlembicProject:
         """Which project a cached state belongs to (one cache entry per project is kept)."""
         return hashlib.sha256(str(self.ini_path.resolve()).encode()).hexdigest()
 
-    def script_directory(self):  # -> alembic.script.ScriptDirectory
-        from alembic.script import ScriptDirectory
-
-        return ScriptDirectory.from_config(self.config())
-
     def upgrade(self, connection_string: str, start: MigrationStart | None = None) -> None:
         """Run ``alembic upgrade heads`` in this process on the given database.
 

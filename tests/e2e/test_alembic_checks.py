@@ -612,3 +612,33 @@ def test_flask_migrate_layout(neon_project: NeonProject) -> None:
         neon_project.summary(result).line("migrations:"),
     ), output
     neon_project.assert_nothing_left()
+
+
+def test_test_alembic_works_on_this_pytest(neon_project: NeonProject) -> None:
+    """pytest-alembic's own --test-alembic, through the plugin (its collector crashes on
+    pytest >= 9.2): its items, node ids, order and options, on a fresh branch each."""
+    copy_project(neon_project, "good_basic")
+    neon_project.pytester.makeconftest("")
+    result = neon_project.run(
+        "--test-alembic",
+        "--alembic-tests-path",
+        "conftest.py",
+        "--alembic-exclude",
+        "upgrade",
+        "-v",
+        "-rA",
+        "-p",
+        "no:randomly",
+    )
+    output = neon_project.output(result)
+
+    assert run_order(result)[:3] == [
+        "conftest.py::pytest-alembic::test_model_definitions_match_ddl",
+        "conftest.py::pytest-alembic::test_single_head_revision",
+        "conftest.py::pytest-alembic::test_up_down_consistency",
+    ], output
+    result.assert_outcomes(passed=3 + 2)  # and test_app.py's two
+    assert "'_nodeid'" not in output
+    summary = neon_project.summary(result)
+    assert (summary.created, summary.deleted) == (3 + 1, 3 + 1), summary.line("branches:")
+    neon_project.assert_nothing_left()

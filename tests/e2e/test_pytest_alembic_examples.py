@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -100,52 +99,44 @@ def example_requirements_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def example_runs(e2e_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Both legs' outcomes: {leg: {example: {"checks": ..., "own": ...}}}."""
-    from conftest import new_scratch_dir, postgres_pids, remove_scratch_dir
-
+def example_runs(e2e_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Both legs' outcomes: {leg: {"pytest", "leftovers", "examples": {example: ...}}}."""
     examples = examples_dir()
     output = tmp_path_factory.mktemp("example-runs")
-    state_dir = new_scratch_dir("pna-examples")
-    (state_dir / "cache").symlink_to(e2e_cache_dir, target_is_directory=True)
     env = {
         name: value
         for name, value in os.environ.items()
         if not name.startswith(("NEON_", "PYTEST_XDIST_", "PMR_"))
         and name not in ("PYTEST_ADDOPTS", "PYTHONPATH")
     }
-    env.update(PYTEST_NEON_ALEMBIC_STATE_DIR=str(state_dir), DATABASE_URL="sentinel")
+    env.update(PNA_EXAMPLES_CACHE=str(e2e_cache_dir), DATABASE_URL="sentinel")
     script = str(EXAMPLES_HOME / "run_examples.py")
+    requirements = str(example_requirements_path())
     processes = {}
     try:
-        requirements = str(example_requirements_path())
         for leg in LEGS:
             leg_env = dict(env, PYTHONPATH=requirements)
             if leg == "pytest9.1":
                 leg_env["PYTHONPATH"] = os.pathsep.join([str(pytest_91_path()), requirements])
-            processes[leg] = subprocess.Popen(
-                [sys.executable, script, str(examples), str(output / f"{leg}.json"), "plugin"],
-                env=leg_env,
-                stdout=open(output / f"{leg}.log", "w"),  # noqa: SIM115 - closed by the process end
-                stderr=subprocess.STDOUT,
-            )
+            with open(output / f"{leg}.log", "w") as log:
+                processes[leg] = subprocess.Popen(
+                    [sys.executable, script, str(examples), str(output / f"{leg}.json"), "plugin"],
+                    env=leg_env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         for process in processes.values():
             process.wait(timeout=900)
-        runs = {}
-        for leg in LEGS:
-            result = output / f"{leg}.json"
-            assert result.is_file(), (output / f"{leg}.log").read_text()[-5000:]
-            runs[leg] = json.loads(result.read_text())
-        runs["leftovers"] = {
-            "runs": sorted(p.name for p in (state_dir / "runs").glob("*")),
-            "servers": postgres_pids(state_dir),
-        }
-        yield runs
     finally:
         for process in processes.values():
             if process.poll() is None:
                 process.kill()
-        remove_scratch_dir(state_dir)
+    runs = {}
+    for leg in LEGS:
+        result = output / f"{leg}.json"
+        assert result.is_file(), (output / f"{leg}.log").read_text()[-5000:]
+        runs[leg] = json.loads(result.read_text())
+    return runs
 
 
 def test_legs_ran_the_pytest_versions_they_claim(example_runs: dict) -> None:
@@ -155,8 +146,8 @@ def test_legs_ran_the_pytest_versions_they_claim(example_runs: dict) -> None:
     assert (major, minor) >= (9, 2)
     for leg in LEGS:
         assert sorted(example_runs[leg]["examples"]) == sorted(ALL_EXAMPLES)
-    # Every inner run deleted its branches and run directory; both servers stopped.
-    assert example_runs["leftovers"] == {"runs": [], "servers": []}
+        # Every inner run removed its run directory; the leg's server stopped.
+        assert example_runs[leg]["leftovers"] == {"runs": [], "servers": []}
 
 
 @pytest.mark.parametrize("leg", LEGS)

@@ -147,9 +147,15 @@ def main() -> None:
     from pytest_neon_alembic.server.embedded import EmbeddedServer
 
     started = time.perf_counter()
-    scratch = Path(tempfile.mkdtemp(prefix="pna-examples-server-", dir=_shm()))
+    # A private plugin state directory (the server's cache shared): what the plugin's runs
+    # leave behind in it is checked at the end.
+    cache = Path(os.environ.get("PNA_EXAMPLES_CACHE") or state_root() / "cache")
+    scratch = Path(tempfile.mkdtemp(prefix="pna-examples-", dir=_shm()))
     scratch.chmod(0o755)  # the server's unprivileged user must reach its data directory
-    server = EmbeddedServer.start(scratch / "run", state_root() / "cache")
+    (scratch / "state").mkdir(mode=0o755)
+    (scratch / "state" / "cache").symlink_to(cache, target_is_directory=True)
+    os.environ["PYTEST_NEON_ALEMBIC_STATE_DIR"] = str(scratch / "state")
+    server = EmbeddedServer.start(scratch / "server", cache)
     try:
         postgresql = _server_version(server.admin_url)
         results = {
@@ -158,6 +164,10 @@ def main() -> None:
         }
     finally:
         server.stop()
+        leftovers = {
+            "runs": sorted(p.name for p in (scratch / "state" / "runs").glob("*")),
+            "servers": _postgres_pids(str(scratch)),
+        }
         shutil.rmtree(scratch, ignore_errors=True)
     output.write_text(
         json.dumps(
@@ -167,12 +177,25 @@ def main() -> None:
                 "seconds": round(time.perf_counter() - started, 1),
                 "versions": {name: metadata.version(name) for name in VERSIONS},
                 "postgresql": postgresql,
+                "leftovers": leftovers,
                 "examples": results,
             },
             indent=1,
             sort_keys=True,
         )
     )
+
+
+def _postgres_pids(fragment: str) -> list[int]:
+    """Live postgres processes started under ``fragment`` (none may outlive the run)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == "postgres" and fragment in (
+                entry / "cmdline"
+            ).read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+    return found
 
 
 def _server_version(url: str) -> str:

@@ -376,8 +376,3 @@ def test_script_location_in_a_folder_with_a_percent_sign(
     ini = write_project(tmp_path / "100%", script_location="migrations")
     AlembicProject(ini).upgrade(fresh_database)
     assert version_of(fresh_database) == ["b2000000000b"]
-
-
-def test_script_directory_lists_the_heads(tmp_path: Path) -> None:
-    project = AlembicProject(write_project(tmp_path))
-    assert project.script_directory().get_heads() == ["b2000000000b"]
