@@ -642,3 +642,59 @@ def test_test_alembic_works_on_this_pytest(neon_project: NeonProject) -> None:
     summary = neon_project.summary(result)
     assert (summary.created, summary.deleted) == (3 + 1, 3 + 1), summary.line("branches:")
     neon_project.assert_nothing_left()
+
+
+def test_checks_use_the_projects_alembic_config_and_alembic_engine(
+    neon_project: NeonProject,
+) -> None:
+    """The project's alembic_engine (here: the plugin's, with a schema made first) and
+    alembic_config (pytest-alembic's at_revision_data) are the ones the checks run with."""
+    copy_project(neon_project, "good_basic")
+    (neon_project.path / "migrations" / "versions" / "0004_audit.py").write_text(
+        '"""audit events, in the audit schema the DBA creates"""\n'
+        "from alembic import op\n\n"
+        'revision = "0004"\ndown_revision = "0003"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade():\n"
+        '    op.execute("CREATE TABLE audit.events (id serial PRIMARY KEY)")\n\n\n'
+        "def downgrade():\n"
+        '    op.execute("DROP TABLE audit.events")\n'
+    )
+    engine_override = """
+        import pytest
+        import sqlalchemy as sa
+
+
+        @pytest.fixture
+        def alembic_engine(alembic_engine):
+            with alembic_engine.begin() as connection:
+                connection.execute(sa.text("CREATE SCHEMA audit"))
+            return alembic_engine
+        """
+    neon_project.pytester.makeconftest(engine_override)
+    result = neon_project.run("--neon-alembic-checks", "-k", "test_upgrade", "-rA")
+    assert outcomes(result) == {ITEM.format("test_upgrade"): "PASSED"}, neon_project.output(result)
+
+    # Without it: the schema is missing, as the database says.
+    (neon_project.path / "conftest.py").unlink()
+    result = neon_project.run("--neon-alembic-checks", "-k", "test_upgrade", "-rA")
+    text = plugin_section(failure_sections(result), "test_upgrade")
+    assert "Migration 0004" in text and 'schema "audit" does not exist' in text, text
+
+    # at_revision_data: a row inserted right after 0001 collides with 0002's seed.
+    neon_project.pytester.makeconftest(
+        engine_override
+        + """
+
+        @pytest.fixture
+        def alembic_config():
+            return {
+                "at_revision_data": {
+                    "0001": {"__tablename__": "customers", "email": "house@example.com"}
+                }
+            }
+        """
+    )
+    result = neon_project.run("--neon-alembic-checks", "-k", "test_upgrade", "-rA")
+    text = plugin_section(failure_sections(result), "test_upgrade")
+    assert "Migration 0002" in text and "duplicate key" in text, text
+    neon_project.assert_nothing_left()
