@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .migrations import find_alembic_ini
 from .redact import mask_url
 
 BACKENDS = ("auto", "neon", "local")
@@ -105,7 +106,8 @@ OPTIONS: tuple[Option, ...] = (
         "alembic_ini",
         "--neon-alembic-ini",
         "NEON_ALEMBIC_INI",
-        "Path of alembic.ini (default: alembic.ini in the rootdir, if present).",
+        "Path of alembic.ini (default: alembic.ini in the rootdir, else migrations/alembic.ini, "
+        "if present).",
     ),
     Option(
         "alembic_checks",
@@ -243,7 +245,8 @@ def read_settings(
     if raw["alembic_checks"] and raw["alembic_ini"] is None:
         raise ConfigError(
             f"{_where('alembic_checks', sources)} asks for pytest-alembic's checks, but there is "
-            f"no alembic.ini in {rootdir}. Pass --neon-alembic-ini=path/to/alembic.ini."
+            f"no alembic.ini in {rootdir} (nor migrations/alembic.ini). Pass "
+            "--neon-alembic-ini=path/to/alembic.ini."
         )
     raw["backend"] = _resolve_backend(raw, sources)
     return Settings(**raw)
@@ -310,10 +313,10 @@ def _resolve_alembic_ini(
     invocation_dir: Path,
     ini_dir: Path | None,
 ) -> Path | None:
-    """An explicit path must exist; without one, ``alembic.ini`` in the rootdir is optional."""
+    """An explicit path must exist; without one, the rootdir's alembic.ini (or Flask-Migrate's
+    migrations/alembic.ini) is optional."""
     if value is None:
-        candidate = rootdir / "alembic.ini"
-        return candidate if candidate.is_file() else None
+        return find_alembic_ini(rootdir)
     base = (ini_dir or rootdir) if source.startswith("ini option") else invocation_dir
     path = Path(value).expanduser()
     if not path.is_absolute():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from . import alembic_fixtures, guard
-from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
+from .check_items import AlembicCheckItem, AlembicTests, TestsPathBinding, ini_check_items
 from .config import OPTIONS, early_env_var_names, read_settings
 from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
@@ -38,6 +38,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     neon_engine_dirty,
     neon_engine_readonly,
     neon_migration_branch,
+    neon_migration_context,
     neon_session,
 )
 from .report import Report
@@ -52,6 +53,7 @@ ALLOWED_URLS_HELP = (
     "host[:port][/database] patterns with *, whitespace-separated."
 )
 STATE_NOTE_KEY = pytest.StashKey[str]()
+ROOTDIR_NODE_KEY = pytest.StashKey[pytest.Collector]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -106,12 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
     except NeonAlembicError as error:
         raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
 
-    if not config.getoption("pytest_alembic_registration_enabled", default=False):
-        # pytest-alembic binds its built-in tests to tests/conftest.py even without
-        # --test-alembic, and that collector crashes on pytest >= 9.2 ("'TestCollector'
-        # object has no attribute '_nodeid'"). Its fixtures stay; only the collector
-        # is kept out. --neon-alembic-checks runs its checks without it.
-        config.pluginmanager.set_blocked("pytest-alembic")
+    # pytest-alembic's collector crashes on pytest >= 9.2 ("'TestCollector' object has no
+    # attribute '_nodeid'"): it is blocked, and TestsPathBinding does its job on any pytest.
+    config.pluginmanager.set_blocked("pytest-alembic")
 
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and RUN_DIR_KEY in workerinput:
@@ -160,6 +159,20 @@ class _XdistHandOver:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """pytest-alembic's built-in tests, for --test-alembic and --neon-alembic-checks."""
+    config = session.config
+    try:
+        enabled = config.getini("pytest_alembic_enabled")
+    except ValueError:  # pytest-alembic's plugin is disabled
+        return
+    test_alembic = config.getoption("pytest_alembic_registration_enabled", default=False)
+    neon = _checks_settings(config) is not None
+    if enabled and (test_alembic or neon):
+        binding = TestsPathBinding(config, neon=neon)
+        config.pluginmanager.register(binding, "neon-alembic-pytest-alembic")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     branch_session = item.config.stash.get(SESSION_KEY, None)
@@ -184,21 +197,38 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureR
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """alembic.ini named on the command line (`pytest alembic.ini::test_upgrade`)."""
     settings = _checks_settings(parent.config)
-    if settings and settings.alembic_ini and file_path == settings.alembic_ini:
-        return AlembicChecks.from_parent(parent, path=file_path)
+    named = settings and settings.alembic_ini and file_path == settings.alembic_ini
+    if named and parent.session.isinitpath(file_path):
+        return AlembicTests.from_parent(parent, path=file_path, label=False)
     return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
-    """pytest-alembic's checks go first (before -k/-m deselection, which runs later)."""
+    """--neon-alembic-checks go first (before -k/-m deselection, which runs later); bound to
+    alembic.ini when pytest-alembic's tests path was not collected."""
     settings = _checks_settings(config)
     if not (settings and settings.alembic_ini):
         return
-    checks = [item for item in items if isinstance(item, AlembicCheckItem)]
+    checks = [item for item in items if _is_neon_check(item)]
     if not checks and _wants_checks(config):
-        checks = check_items(session, settings.alembic_ini)
-    items[:] = checks + [item for item in items if not isinstance(item, AlembicCheckItem)]
+        # Under the rootdir's directory node when it was collected: the rootdir conftest's
+        # fixtures (alembic_config, alembic_engine) are attached to it on pytest < 9.2.
+        parent = config.stash.get(ROOTDIR_NODE_KEY, session)
+        checks = ini_check_items(parent, settings.alembic_ini)
+    items[:] = checks + [item for item in items if not _is_neon_check(item)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    report = yield
+    if isinstance(collector, pytest.Directory) and collector.path == collector.config.rootpath:
+        collector.config.stash[ROOTDIR_NODE_KEY] = collector
+    return report
+
+
+def _is_neon_check(item: pytest.Item) -> bool:
+    return isinstance(item, AlembicCheckItem) and getattr(item.parent, "neon", False)
 
 
 def _checks_settings(config: pytest.Config):
@@ -220,11 +250,6 @@ def _wants_checks(config: pytest.Config) -> bool:
     invoked = Path(config.invocation_params.dir)
     rootpath = Path(config.rootpath).resolve()
     return any((invoked / arg.split("::")[0]).resolve() == rootpath for arg in config.args)
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    selected = tuple(item.name for item in session.items if isinstance(item, AlembicCheckItem))
-    session.config.stash[SELECTED_KEY] = selected
 
 
 @pytest.hookimpl(trylast=True)

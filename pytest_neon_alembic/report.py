@@ -6,6 +6,7 @@ import contextlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .coordination import RunDirectory
@@ -20,6 +21,9 @@ class Report:
     backend: str = ""
     migration_seconds: float | None = None
     cache: str | None = None  # "hit": migrated state reused; "stored": kept for later runs
+    migration_how: str | None = None  # None: a custom neon_apply_migrations; "none": no config
+    migration_ini: str | None = None
+    migration_failed: bool = False
     swept: int = 0  # branches of crashed runs deleted at start
     created: int = 0
     deleted: int = 0
@@ -30,14 +34,9 @@ class Report:
     notes: list[str] = field(default_factory=list)  # one line each, after the figures
 
     def lines(self) -> list[str]:
-        migration = (
-            "not run" if self.migration_seconds is None else f"{self.migration_seconds:.2f} s"
-        )
-        if self.cache == "hit":
-            migration = f"cached ({migration})"
         lines = [
             f"backend: {self.backend}",
-            f"migrations: {migration}",
+            f"migrations: {self.migration_line()}",
             f"branches: {self.created} created, {self.deleted} deleted"
             + (f", {self.kept} kept (--neon-keep-branches)" if self.kept else "")
             + (f", {self.swept} left by crashed runs deleted" if self.swept else ""),
@@ -47,6 +46,33 @@ class Report:
             resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
         lines.append(resets)
         return lines + self.notes
+
+    def migration_line(self) -> str:
+        """What happened to the migrations, never hiding it behind "not run"."""
+        where = _shown_path(self.migration_ini) if self.migration_ini else ""
+        if self.migration_failed:
+            how = self.migration_how or "custom neon_apply_migrations"
+            return f"failed ({how}, {where})" if where else f"failed ({how})"
+        if self.migration_seconds is None:
+            return "not run (no test used the migrated state)"
+        seconds = f"{self.migration_seconds:.2f} s"
+        if self.migration_how == "none":
+            return (
+                f"none ({seconds}: no alembic.ini in the rootdir nor migrations/alembic.ini; "
+                "the migrated state is the parent's)"
+            )
+        if self.cache == "hit":
+            return f"cached ({seconds}; {where})"
+        if self.migration_how is None:
+            return f"{seconds} (custom neon_apply_migrations)"
+        return f"{seconds} ({self.migration_how}, {where})"
+
+
+def _shown_path(path: str) -> str:
+    """A path relative to the working directory when it is under it."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(Path.cwd()))
+    return path
 
 
 def read_report(
@@ -71,6 +97,11 @@ def read_report(
             report.migration_seconds = event["seconds"]
         elif kind == "swept":
             report.swept += len(event["branches"])
+        elif kind == "migration":
+            report.migration_how = event["how"]
+            report.migration_ini = event.get("ini")
+        elif kind == "migration_failed":
+            report.migration_failed = True
         elif kind == "cache":
             report.cache = "hit" if event["hit"] else "stored"
         elif kind == "resets":
