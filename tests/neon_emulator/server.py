@@ -265,7 +265,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         request_id = self.headers.get("X-Request-ID") or str(uuid.uuid4())
 
         fault = emulator.faults.take(method, relative if relative is not None else path)
-        if fault is not None and fault.kind == "hang":
+        if fault is not None and fault.kind == "hang" and fault.stall == "request":
             time.sleep(fault.seconds)
             if emulator.faults.dead or emulator.stopped:
                 self._drop()
@@ -287,6 +287,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._send_error(423, LOCKED_MESSAGE, request_id)
                 return
             status, body = self._answer(method, relative, url.query, raw)
+            if fault is not None and fault.kind == "hang":  # stall="answer": applied already
+                time.sleep(fault.seconds)
+                if emulator.faults.dead or emulator.stopped:
+                    self._drop()
+                    return
             self._send(status, body, request_id)
         except _MethodNotAllowed as error:
             self._send_error(405, error.message, request_id, {"Allow": ", ".join(error.allowed)})
@@ -482,6 +487,10 @@ class NeonEmulator:
     def branches(self) -> list[dict[str, Any]]:
         """The project's current branches as the API shows them, oldest first."""
         return self.project.branch_list()
+
+    def backdate(self, branch_id: str, seconds: float) -> None:
+        """Make a branch look ``seconds`` older (created and last reset that much earlier)."""
+        self.project.backdate(branch_id, seconds)
 
     # -- internals ----------------------------------------------------------------------
 

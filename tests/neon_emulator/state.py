@@ -52,6 +52,10 @@ HOST = "127.0.0.1"
 DEFAULT_BRANCH_NAME = "main"
 MAX_EXPIRY_SECONDS = 30 * 24 * 3600
 MAX_NAME_LENGTH = 256
+MAX_ANNOTATION_PROPERTIES = 50  # the spec's AnnotationValueData: maxProperties 50
+# Open question (not in the fact sheet): the ``object.type`` Neon puts in a branch's
+# annotation is not documented; clients read only ``value``.
+ANNOTATION_OBJECT_TYPE = "branch"
 # Open question 10 (creation_source for API-created objects): "console" is what
 # the only recorded real responses show.
 CREATION_SOURCE = "console"
@@ -266,6 +270,17 @@ class Branch:
     snapshot_mark: int = 0
     last_write: int = 0
     database_id: int = 0
+    annotation: dict[str, str] | None = None  # annotation_value given at creation
+
+    def annotation_json(self) -> dict[str, Any]:
+        """The spec's AnnotationData: what the branch was annotated with (``{}``: nothing)."""
+        body: dict[str, Any] = {
+            "object": {"type": ANNOTATION_OBJECT_TYPE, "id": self.id},
+            "value": dict(self.annotation or {}),
+        }
+        if self.annotation is not None:
+            body["created_at"] = body["updated_at"] = rfc3339(self.created_at)
+        return body
 
     def to_json(self, project_id: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -819,6 +834,19 @@ class Project:
 
     # -- public snapshot for tests ----------------------------------------------------------
 
+    def backdate(self, branch_id: str, seconds: float) -> None:
+        """Move a branch's history ``seconds`` into the past (for tests of stale branches):
+        its creation, last change and last reset; its expiry stays."""
+        with self.lock:
+            branch = self._branch(branch_id)
+            branch.created_at -= seconds
+            branch.updated_at -= seconds
+            branch.state_changed_at -= seconds
+            if branch.last_reset_at is not None:
+                branch.last_reset_at -= seconds
+            if branch.parent_timestamp is not None:
+                branch.parent_timestamp -= seconds
+
     def branch_list(self) -> list[dict[str, Any]]:
         with self.lock:
             self.advance()
@@ -915,7 +943,8 @@ class Project:
             pagination["next"] = _encode_cursor(key(branches[-1]))
         return 200, {
             "branches": [b.to_json(self.id) for b in branches],
-            "annotations": {},
+            # Keyed by branch ID (AnnotationsMapResponse), only the annotated ones.
+            "annotations": {b.id: b.annotation_json() for b in branches if b.annotation},
             "pagination": pagination,
         }
 
@@ -923,7 +952,9 @@ class Project:
         return 200, {"count": len(self._search(query))}
 
     def api_get_branch(self, branch_id: str) -> tuple[int, Any]:
-        return 200, {"branch": self._branch(branch_id).to_json(self.id)}
+        branch = self._branch(branch_id)
+        # AnnotationResponse: ``annotation`` is required in the answer of a get.
+        return 200, {"branch": branch.to_json(self.id), "annotation": branch.annotation_json()}
 
     def api_create_branch(self, body: Any) -> tuple[int, Any]:
         body = {} if body is None else _object(body, "the request body")
@@ -949,6 +980,10 @@ class Project:
             isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
         ):
             raise ApiError(400, "annotation_value must be an object of strings")
+        if annotations is not None and len(annotations) > MAX_ANNOTATION_PROPERTIES:
+            raise ApiError(
+                400, f"annotation_value must have at most {MAX_ANNOTATION_PROPERTIES} properties"
+            )
         endpoint_specs = body.get("endpoints") or []
         if not isinstance(endpoint_specs, list):
             raise ApiError(400, "endpoints must be an array")
@@ -988,6 +1023,7 @@ class Project:
             parent_timestamp=now,
             parent_lsn=self._next_lsn(),
             database_id=next(self._database_ids),
+            annotation=dict(annotations) if annotations is not None else None,
         )
         if expires_at is not None:
             branch.expires_at = expires_at

@@ -546,7 +546,7 @@ def test_sweep_deletes_only_old_branches_of_this_plugin(emulator: NeonEmulator) 
 
     later = datetime.now(timezone.utc) + timedelta(hours=2)
     sweeper = make_backend(emulator, start=False, branch_expiry=600)
-    swept = sweeper.start(now=later)
+    swept = sweeper.start(now=later).names()
     assert sorted(swept) == ["pytest-unit-0badc0de-dirty", "pytest-unit-0badc0de-migration"]
     assert swept.index("pytest-unit-0badc0de-dirty") < swept.index("pytest-unit-0badc0de-migration")
     assert sorted(names(emulator)) == sorted(
@@ -560,7 +560,7 @@ def test_sweep_deletes_only_old_branches_of_this_plugin(emulator: NeonEmulator) 
         ]
     )
     # Young leftovers may be a concurrent run's: a sweep now deletes nothing.
-    assert make_backend(emulator, start=False).start() == []
+    assert make_backend(emulator, start=False).start().deleted == []
     sweeper.close()
 
 
