@@ -131,6 +131,15 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "bool",
     ),
+    Option(
+        "cleanup",
+        "--neon-cleanup",
+        "NEON_CLEANUP",
+        "Run no tests: list this plugin's branches left in the project by earlier runs, and "
+        "delete the stale ones (runs that are over).",
+        False,
+        "bool",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -156,6 +165,7 @@ class Settings:
     alembic_checks: bool = False
     reset: str = "branch"
     no_cache: bool = False
+    cleanup: bool = False
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
         shown = {

@@ -13,7 +13,7 @@ import pytest
 
 from . import alembic_fixtures
 from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
-from .config import OPTIONS, read_settings
+from .config import OPTIONS, Settings, read_settings
 from .coordination import RunDirectory, state_root
 from .errors import NeonAlembicError
 from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
@@ -41,9 +41,11 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
 )
 from .report import Report
 from .run_end import reap_abandoned_runs
+from .sealing import RunKey
 from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
+RUN_KEY_KEY = "neon_alembic_run_key"
 REPORT_KEY = pytest.StashKey[Report]()
 
 
@@ -61,13 +63,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(option.ini, option.help, default=None)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
-    )
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--neon-cleanup``: list and delete what earlier runs left, instead of running tests."""
+    settings = _read_settings(config)
+    if not settings.cleanup:
+        return None
+    from .cleanup import clean_up
+
+    lines, removed_all = clean_up(settings)
+    writer = config.get_terminal_writer()
+    for line in lines:
+        writer.line(line)
+    return pytest.ExitCode.OK if removed_all else pytest.ExitCode.TESTS_FAILED
+
+
+def _read_settings(config: pytest.Config) -> Settings:
     try:
-        settings = read_settings(
+        return read_settings(
             cli=lambda name: config.getoption("neon_" + name),
             ini=lambda name: config.getini(name),
             environ=os.environ,
@@ -78,6 +91,14 @@ def pytest_configure(config: pytest.Config) -> None:
     except NeonAlembicError as error:
         raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
+    )
+    settings = _read_settings(config)
+
     if not config.getoption("pytest_alembic_registration_enabled", default=False):
         # pytest-alembic binds its built-in tests to tests/conftest.py even without
         # --test-alembic, and that collector crashes on pytest >= 9.2 ("'TestCollector'
@@ -87,12 +108,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and RUN_DIR_KEY in workerinput:
-        run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))
+        run = RunDirectory(
+            Path(workerinput[RUN_DIR_KEY]), RunKey.from_hex(workerinput.get(RUN_KEY_KEY))
+        )
         session = BranchSession(settings, run, owner=False, worker=workerinput["workerid"])
     else:
         with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
             reap_abandoned_runs()
-        run = RunDirectory.create(state_root())
+        # Passwords in the run's files are sealed, unless the branches are kept to inspect.
+        run = RunDirectory.create(state_root(), sealed=not settings.keep_branches)
         session = BranchSession(settings, run, owner=True, worker="main")
     config.stash[SESSION_KEY] = session
     # After pytest-alembic's plugin, so these fixtures override its defaults.
@@ -102,13 +126,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class _XdistHandOver:
-    """Gives each xdist worker the run directory, so all processes share one run."""
+    """Gives each xdist worker the run directory, so all processes share one run, and the
+    run's key (in memory, through xdist's pipe: never on disk)."""
 
     def __init__(self, run: RunDirectory) -> None:
         self.run = run
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
+        node.workerinput[RUN_KEY_KEY] = self.run.key.hex() if self.run.key else None
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -20,10 +20,13 @@ class Report:
     backend: str = ""
     migration_seconds: float | None = None
     cache: str | None = None  # "hit": migrated state reused; "stored": kept for later runs
-    swept: int = 0  # branches of crashed runs deleted at start
+    swept: list[str] = field(default_factory=list)  # stale branches deleted at start
+    sweep_failed: list[str] = field(default_factory=list)  # stale ones that could not be
     created: int = 0
     deleted: int = 0
     kept: int = 0
+    left: list[str] = field(default_factory=list)  # what this run could not delete
+    removal: str = ""  # how to remove what was left
     resets: int = 0
     clean: int = 0
     durations: list[float] = field(default_factory=list)
@@ -38,14 +41,44 @@ class Report:
             f"backend: {self.backend}",
             f"migrations: {migration}",
             f"branches: {self.created} created, {self.deleted} deleted"
-            + (f", {self.kept} kept (--neon-keep-branches)" if self.kept else "")
-            + (f", {self.swept} left by crashed runs deleted" if self.swept else ""),
+            + (f", {self.kept} kept (--neon-keep-branches)" if self.kept else ""),
         ]
+        if self.left:
+            lines.append(
+                f"left behind (could not be deleted): {', '.join(self.left)}. {self.removal}"
+            )
+        if self.swept:
+            lines.append(
+                f"stale branches of earlier runs: {len(self.swept)} deleted "
+                f"({', '.join(self.swept)})"
+            )
+        if self.sweep_failed:
+            lines.append(
+                f"stale branches of earlier runs not deleted: {'; '.join(self.sweep_failed)}. "
+                "`pytest --neon-cleanup` tries again and lists them."
+            )
         resets = f"resets: {self.resets} done, {self.clean} skipped as clean"
         if self.durations:
             resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
         lines.append(resets)
         return lines
+
+
+def removal_hint(backend_state: dict[str, Any], *, project_id: str | None = None) -> str:
+    """How to remove what a run could not delete, for the report's "left behind" line."""
+    if backend_state.get("kind") == "neon":
+        project = project_id or (backend_state.get("neon") or {}).get("project_id")
+        return (
+            "The next run on this machine deletes them at its start (on another machine: "
+            "once idle for an hour), as does `pytest --neon-cleanup`; or now: "
+            f"`neonctl branches delete <id> --project-id {project}`, or the Neon console."
+        )
+    if backend_state.get("server"):
+        return "They went with the embedded server, which was stopped."
+    return (
+        "The next run on this server drops them at its start; or now: "
+        "`DROP DATABASE <name> WITH (FORCE)` (and `DROP ROLE <name>` for read-only access)."
+    )
 
 
 def read_report(
@@ -69,7 +102,8 @@ def read_report(
         elif kind == "migrated":
             report.migration_seconds = event["seconds"]
         elif kind == "swept":
-            report.swept += len(event["branches"])
+            report.swept += event["branches"]
+            report.sweep_failed += event.get("failed", [])
         elif kind == "cache":
             report.cache = "hit" if event["hit"] else "stored"
         elif kind == "resets":

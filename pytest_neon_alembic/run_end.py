@@ -8,10 +8,12 @@ from collections.abc import Callable
 
 from .backend_start import build_backend
 from .backends.local import LocalBackend
+from .branch import NeonBranch
 from .config import Settings
 from .coordination import RunDirectory, abandoned_runs, state_root
 from .errors import NeonAlembicError
-from .report import Report, read_report
+from .report import Report, read_report, removal_hint
+from .sealing import is_sealed
 
 
 def finish_run(
@@ -40,10 +42,16 @@ def finish_run(
                     backend.keep_branch(recorded.branch)
         else:
             for recorded in reversed(pending):
-                with contextlib.suppress(NeonAlembicError):
+                try:
                     backend.delete_branch(recorded.branch)
-                    run.record_deleted(recorded.branch)
-                    report.deleted += 1
+                except NeonAlembicError:
+                    report.left.append(_label(recorded.branch))
+                    continue
+                run.record_deleted(recorded.branch)
+                report.deleted += 1
+            if report.left:
+                report.left.reverse()  # in the order they were made
+                report.removal = removal_hint(backend_state)
     finally:
         backend.close()
         if backend_state.get("server") and not settings.keep_branches:
@@ -56,6 +64,15 @@ def finish_run(
     if not settings.keep_branches:
         _remove_run(run)
     return report
+
+
+def _label(branch: NeonBranch) -> str:
+    """A branch as the report names it: name and ID (read-only access: its endpoint)."""
+    if branch.read_only and branch.endpoint_id:
+        return f"read-only endpoint {branch.endpoint_id} of {branch.branch_id}"
+    if branch.name and branch.name != branch.branch_id:
+        return f"{branch.name} ({branch.branch_id})"
+    return branch.branch_id
 
 
 def _remove_run(run: RunDirectory) -> None:
@@ -75,7 +92,10 @@ def reap_abandoned_runs() -> list[str]:
     for run in abandoned_runs(state_root()):
         stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
         state = run.done_quietly("backend")
-        if state and state.get("kind") == "local" and not state.get("server") and not run.kept():
+        given_server = state and state.get("kind") == "local" and not state.get("server")
+        # A sealed URL is unusable (its key died with the run): the next run on that
+        # server drops the databases by their markers instead.
+        if given_server and not run.kept() and not is_sealed(state["local"]["admin_url"]):
             backend = LocalBackend.from_state(state["local"])
             try:
                 for recorded in reversed(run.branches()):
