@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,9 +73,7 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     from .cleanup import clean_up
 
     lines, removed_all = clean_up(settings)
-    writer = config.get_terminal_writer()
-    for line in lines:
-        writer.line(line)
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return pytest.ExitCode.OK if removed_all else pytest.ExitCode.TESTS_FAILED
 
 

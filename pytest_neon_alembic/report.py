@@ -69,8 +69,8 @@ def removal_hint(backend_state: dict[str, Any], *, project_id: str | None = None
     if backend_state.get("kind") == "neon":
         project = project_id or (backend_state.get("neon") or {}).get("project_id")
         return (
-            "The next run on this machine deletes them at its start (on another machine: "
-            "once idle for an hour), as does `pytest --neon-cleanup`; or now: "
+            "The next run on this machine that uses Neon deletes them at its start (on "
+            "another machine: once idle for an hour), as does `pytest --neon-cleanup`; or now: "
             f"`neonctl branches delete <id> --project-id {project}`, or the Neon console."
         )
     if backend_state.get("server"):

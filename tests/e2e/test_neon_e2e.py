@@ -22,7 +22,11 @@ Where the emulator differs from Neon, and what is relaxed for it:
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -31,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+
+from pytest_neon_alembic.backends.neon.owner import RunOwner
 
 try:  # tests/ is on sys.path under pytest (its conftest.py has no package)
     from neon_emulator import NeonEmulator
@@ -511,13 +517,30 @@ def test_api_dying_mid_session_is_one_clear_error(
     _no_plugin_traceback(output)
     _no_key(output)
     assert seconds < 60
-    # Nothing could be deleted; the run's branches are left for a later run's sweep (the
-    # emulator cannot be restarted with its state, so that later run is not shown here).
+    # Nothing could be deleted: the report names every branch left, and the read-only
+    # endpoint, and says how to remove them.
     left = [b for b in emulator.branches() if b["id"] != emulator.default_branch_id]
-    print("left: " + ", ".join(f"{b['name']} (expires_at {b.get('expires_at')})" for b in left))
-    assert left
-    assert all(b["name"].startswith("pytest-") for b in left), [b["name"] for b in left]
+    assert len(left) == 2, [b["name"] for b in left]  # migration, isolated
+    named = neon_project.summary(result).line("left behind (could not be deleted): ")
+    for branch in left:
+        assert f"{branch['name']} ({branch['id']})" in named, named
+    endpoints = emulator.project.api_list_endpoints()[1]["endpoints"]
+    read_only = [e for e in endpoints if e["type"] == "read_only"]
+    assert [f"read-only endpoint {e['id']} of {e['branch_id']}" in named for e in read_only] == [
+        True
+    ]
+    assert "pytest --neon-cleanup" in named and "neonctl branches delete" in named
     assert not neon_project.runs_left(), "the run directory was left behind"
+
+    # The API comes back: the next run on this machine deletes them at its start.
+    emulator.faults.revive()
+    neon_project.pytester.makepyfile(test_app="def test_dirty(neon_branch_dirty):\n    pass\n")
+    result, _calls, _seconds = run_neon(neon_project, emulator)
+    result.assert_outcomes(passed=1)
+    swept = neon_project.summary(result).line("stale branches of earlier runs: ")
+    assert all(branch["id"] in swept for branch in left), swept
+    assert_only_default_branch(emulator)
+    neon_project.assert_nothing_left()
 
 
 def test_dead_api_costs_one_retry_budget_not_one_per_call(
@@ -580,4 +603,144 @@ def test_failing_migration_leaves_only_the_default_branch(
     _no_plugin_traceback(output)
     _no_key(output)
     assert_only_default_branch(emulator)
+    neon_project.assert_nothing_left()
+
+
+# -- runs that are over, and what they left ----------------------------------------------------
+
+SLEEPING_TESTS = """
+import time
+from pathlib import Path
+
+
+def test_sleep(neon_branch_isolated, neon_branch_dirty, neon_branch_readonly, neon_branch_shared):
+    Path("marker").touch()
+    time.sleep(120)
+"""
+
+AFTER_TESTS = """
+import psycopg
+
+
+def test_after(neon_branch_isolated):
+    with psycopg.connect(neon_branch_isolated.connection_string) as connection:
+        assert connection.execute("SELECT count(*) FROM items").fetchone() == (1,)
+"""
+
+
+def test_sigkilled_run_then_a_rerun_leaves_no_branch(
+    neon_project: NeonProject, emulator: NeonEmulator
+) -> None:
+    """SIGKILL during a test, then a run at once on the same machine: at its start it deletes
+    the killed run's branches (the shared one, which would expire in 10 minutes, too). While
+    the killed run was alive, its files held no password and no API key in clear."""
+    neon_project.write_alembic("connect")
+    neon_project.pytester.makepyfile(test_sleep=SLEEPING_TESTS, test_after=AFTER_TESTS)
+    marker = neon_project.path / "marker"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_sleep.py"],
+        cwd=neon_project.path,
+        env=neon_project.subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no test started"
+            time.sleep(0.05)
+        [run] = neon_project.runs_left()
+        files = [path.read_bytes() for path in run.rglob("*") if path.is_file()]
+        assert len(files) > 5
+        for secret in (emulator.project.password, API_KEY):
+            assert not [text for text in files if secret.encode() in text]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    left = [branch["name"] for branch in emulator.branches()[1:]]
+    assert len(left) == 4, left  # migration, isolated, dirty, shared; + the read-only endpoint
+
+    result, _calls, _seconds = run_neon(neon_project, emulator, "test_after.py")
+
+    result.assert_outcomes(passed=1)
+    swept = neon_project.summary(result).line("stale branches of earlier runs: 4 deleted")
+    assert all(name in swept for name in left), swept
+    assert_only_default_branch(emulator)
+    neon_project.assert_nothing_left()
+
+
+def _create_branch(
+    emulator: NeonEmulator,
+    name: str,
+    owner: RunOwner | None = None,
+    parent: str | None = None,
+    expires: bool = False,
+) -> str:
+    """A branch (and its compute) made through the API as some run would; its ID."""
+    spec: dict = {"name": name}
+    if parent:
+        spec["parent_id"] = parent
+    if expires:
+        spec["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    body: dict = {"branch": spec, "endpoints": [{"type": "read_write"}]}
+    if owner is not None:
+        body["annotation_value"] = owner.annotation()
+    answer = requests.post(
+        f"{emulator.base_url}{BRANCHES}",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    time.sleep(3 * OPERATION_DELAY)  # its operations: done before a child is made of it
+    return answer.json()["branch"]["id"]
+
+
+def test_neon_cleanup_deletes_stale_leftovers_and_nothing_else(
+    neon_project: NeonProject, emulator: NeonEmulator
+) -> None:
+    """`pytest --neon-cleanup` runs no test. It deletes this plugin's branches of runs on
+    other machines idle for over an hour, and of runs on this machine that are over; it
+    lists and leaves alone what may be in use, expires by itself, or is not its own."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        dead_here = RunOwner.of_process(child.pid, "0dead0aa")
+    finally:
+        child.kill()
+        child.wait()
+    live_here = RunOwner.of_process(os.getpid(), "11fe0aaa")
+    elsewhere = RunOwner(run_id="0e15e0aa", host="ci-runner-7", pid=4242, boot="b00t/pid:[1]")
+    young_elsewhere = RunOwner(**{**elsewhere.to_dict(), "run_id": "1e15e0aa"})
+
+    old = _create_branch(emulator, "pytest-ci-0e15e0aa-migration", elsewhere)
+    old_child = _create_branch(emulator, "pytest-ci-0e15e0aa-dirty", elsewhere, old)
+    old_unmarked = _create_branch(emulator, "pytest-ci-2e15e0aa-migration")  # older version
+    young = _create_branch(emulator, "pytest-ci-1e15e0aa-migration", young_elsewhere)
+    expiring = _create_branch(
+        emulator, "pytest-ci-1e15e0aa-shared-gw0-1", young_elsewhere, young, expires=True
+    )
+    dead = _create_branch(emulator, "pytest-0dead0aa-migration", dead_here)
+    live = _create_branch(emulator, "pytest-11fe0aaa-migration", live_here)
+    foreign = [_create_branch(emulator, name) for name in ("pytest-ci-ab12-test", "feature/x")]
+    for branch_id in (old, old_child, old_unmarked, expiring, live, *foreign):
+        emulator.backdate(branch_id, 2 * 3600)
+
+    result = neon_project.run("--neon-cleanup")
+    output = neon_project.output(result)
+
+    assert result.ret == pytest.ExitCode.OK, output
+    assert "passed" not in output and "test session starts" not in output
+    remaining = {branch["id"] for branch in emulator.branches()}
+    assert remaining == {emulator.default_branch_id, young, expiring, live, *foreign}
+    listed = {line.split(" -- ")[0].strip() for line in output.splitlines() if " -- " in line}
+    by_id = {branch_id: name for name, branch_id in re.findall(r": (\S+) \((br-[^)]+)\)", output)}
+    assert set(by_id) == {old, old_child, old_unmarked, dead, young, expiring, live}, listed
+    assert f"deleted: pytest-0dead0aa-migration ({dead})" in listed
+    assert f"left alone: pytest-11fe0aaa-migration ({live})" in listed
+    assert "4 deleted, 0 could not be deleted, 3 left alone" in output
+    assert "Nothing else in the project was touched." in output
+    _no_key(output)
     neon_project.assert_nothing_left()

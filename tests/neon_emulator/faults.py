@@ -53,6 +53,7 @@ class FaultInjector:
         self._faults: list[Fault] = []
         self._dead = threading.Event()
         self._on_die: list[Callable[[], None]] = []
+        self._on_revive: list[Callable[[], None]] = []
 
     def _arm(self, fault: Fault) -> Fault:
         if fault.remaining < 1:
@@ -116,13 +117,20 @@ class FaultInjector:
 
     def die(self) -> None:
         """From now on the API answers nothing: the port refuses connections and open
-        keep-alive connections are closed without an answer."""
+        keep-alive connections are closed without an answer (until ``revive()``)."""
         self._dead.set()
         for callback in list(self._on_die):
             callback()
 
+    def revive(self) -> None:
+        """The API answers again, on the same port, with the project as it was: the end of
+        an outage of Neon's API (its computes ran on meanwhile)."""
+        for callback in list(self._on_revive):
+            callback()
+        self._dead.clear()
+
     def clear(self) -> None:
-        """Disarm every pending fault (``die()`` cannot be undone)."""
+        """Disarm every pending fault (``die()`` is undone by ``revive()`` only)."""
         with self._lock:
             self._faults.clear()
 

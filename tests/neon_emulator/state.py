@@ -12,7 +12,8 @@ database backs this branch right now" can never observe a half-done restore.
 Proxies never hold the lock while piping bytes.
 
 Time: operations of one call run one after another, each taking
-``operation_delay`` seconds; their effects (branch ``ready``, endpoint
+``operation_delay`` seconds (give or take ``operation_jitter``, a fraction of
+it, drawn for each operation); their effects (branch ``ready``, endpoint
 ``active``, the data swap of a restore, a new password) happen when they
 finish. :meth:`Project.advance` applies everything that is due; it runs at the
 start of every request and in a background thread, so the state is exact at
@@ -26,6 +27,7 @@ import binascii
 import itertools
 import json
 import logging
+import random
 import re
 import secrets
 import string
@@ -487,10 +489,18 @@ def _decode_cursor(cursor: str) -> list[Any]:
 class Project:
     """One emulated Neon project, its state lock, and the API's behaviour."""
 
-    def __init__(self, *, project_id: str, operation_delay: float, cluster: Cluster) -> None:
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        operation_delay: float,
+        cluster: Cluster,
+        operation_jitter: float = 0.0,
+    ) -> None:
         self.id = project_id
         self.name = "emulated-project"
         self.operation_delay = operation_delay
+        self.operation_jitter = operation_jitter
         self.cluster = cluster
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -602,9 +612,11 @@ class Project:
     ) -> list[Operation]:
         """Operations ``(action, branch_id, endpoint_id, on_finish)`` run one after another."""
         start = time.time()
-        delay = self.operation_delay
         ops = []
+        begins = start
         for index, (action, branch_id, endpoint_id, on_finish) in enumerate(steps):
+            spread = self.operation_jitter
+            ends = begins + self.operation_delay * random.uniform(1 - spread, 1 + spread)
             ops.append(
                 Operation(
                     id=str(uuid.uuid4()),
@@ -613,13 +625,14 @@ class Project:
                     branch_id=branch_id,
                     endpoint_id=endpoint_id,
                     created_at=start,
-                    start_at=start + index * delay,
-                    finish_at=start + (index + 1) * delay,
+                    start_at=begins,
+                    finish_at=ends,
                     status="running" if index == 0 else "scheduling",
                     updated_at=start,
                     on_finish=on_finish,
                 )
             )
+            begins = ends
         self.operations.extend(ops)
         self._pending.extend(ops)
         self.advance()  # with operation_delay=0 everything is done at once

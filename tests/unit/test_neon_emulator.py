@@ -803,6 +803,10 @@ def test_die(client: Client, emulator: NeonEmulator) -> None:
         requests.get(emulator.base_url + "/projects", timeout=TIMEOUT)
     # Only the API is gone; computes keep running, as when Neon's console is down.
     assert query(uri, "SELECT 1") == [(1,)]
+    # The outage ends: the same port answers again, about the same project.
+    emulator.faults.revive()
+    assert not emulator.faults.dead
+    assert client.get("/branches").json()["branches"][0]["id"] == emulator.default_branch_id
 
 
 def test_calls_are_recorded(emulator: NeonEmulator) -> None:

@@ -10,13 +10,20 @@ the schedule follows what this process has seen:
   are done when it has finished. When it was found not started yet, the first
   pending one is asked about next, so that a failure there is reported rather
   than waited out.
-* The first look comes when the call's operations are expected to be done: how
-  long the earlier calls of the same kind took here (the middle of the last
-  interval in which they finished, smoothed); 0.3 s before any was seen (Neon
-  documents "a few hundred milliseconds" for a compute start, pytest-neon
-  measured ~0.5 s per reset).
+* The first look comes a little (10 %) after the call's operations are expected
+  to be done: how long the earlier calls of the same kind took here (of any
+  kind, before the first of its own), smoothed; 0.3 s before any was seen
+  (Neon documents "a few hundred milliseconds" for a compute start, pytest-neon
+  measured ~0.5 s per reset). How long a call took: Neon reports how long its
+  last operation ran (``total_duration_ms``); the call's operations ran one
+  after another, so about that many times as long -- kept within what the
+  looks saw (pending at one, done at the next). Without a report: the middle
+  of that interval, or 75 % of the first look when that found the call done,
+  so that the expectation follows a Neon that got faster too.
 * Later looks come at a quarter of that, growing by half each time, from
   50 ms up to 2 s: a slower Neon costs a few more polls, never a stall.
+
+Measured against the emulator (``benchmarks/neon_polls.py``, README "Backends").
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ FIRST_EXPECTED = 0.3  # seconds, before this process has seen a call of the kind
 MIN_INTERVAL = 0.05
 MAX_INTERVAL = 2.0
 SMOOTHING = 0.5  # weight of the newest observation in the expected duration
+MARGIN = 1.1  # the first look, after the expected duration
 
 
 class Operations:
@@ -54,6 +62,7 @@ class Operations:
         self._sleep = sleep
         self._clock = clock
         self.expected: dict[str, float] = {}  # kind of call -> seconds its operations take
+        self._latest = 0.0  # the expectation learnt last, of whatever kind
         self.polls = 0
         # Operations this process started without waiting (deletions), by branch: a later
         # call on that branch waits for them rather than collecting a 423 and a backoff.
@@ -73,12 +82,14 @@ class Operations:
                 pending.append(operation)
         if not pending:
             return
-        expected = self.expected.get(kind, FIRST_EXPECTED)
+        count = len(pending)
+        reported = 0.0  # seconds the last operation ran, as Neon says
+        expected = self.expected.get(kind) or self._latest or FIRST_EXPECTED
         started = self._clock()
         deadline = started + self.timeout
-        pause = expected
+        pause = expected * MARGIN
         interval = min(max(expected / 4, MIN_INTERVAL), MAX_INTERVAL)
-        looked = 0.0  # when the last look that still found work pending was made
+        looked = None  # when the last look that still found work pending was made
         queued = False  # the last look found the last operation not started yet
         while pending:
             if self._clock() + pause > deadline:
@@ -102,10 +113,16 @@ class Operations:
                 looked = now
             elif status == "finished" and ask is last:
                 pending.clear()  # the ones before it are done too
+                reported = float(operation.get("total_duration_ms") or 0) / 1000
             else:
                 del pending[position]
         if kind:
-            self._learn(kind, (looked + now) / 2)
+            low = looked or 0.0
+            if reported > 0:
+                seen = min(max(reported * count, low), now)
+            else:
+                seen = 0.75 * now if looked is None else (looked + now) / 2
+            self._learn(kind, seen)
 
     def check(self, operation: dict[str, Any], what: str) -> None:
         status = operation.get("status")
@@ -136,6 +153,6 @@ class Operations:
 
     def _learn(self, kind: str, seconds: float) -> None:
         previous = self.expected.get(kind)
-        self.expected[kind] = (
+        self.expected[kind] = self._latest = (
             seconds if previous is None else (1 - SMOOTHING) * previous + SMOOTHING * seconds
         )

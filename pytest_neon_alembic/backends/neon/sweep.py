@@ -9,7 +9,6 @@ it left alone and why.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,8 +18,6 @@ from ...errors import NeonAlembicError
 from .api import NeonProject
 from .names import is_our_branch_name
 from .owner import RunOwner
-
-logger = logging.getLogger("pytest_neon_alembic.neon")
 
 MIN_ORPHAN_AGE = 3600  # younger leftovers may belong to a run still going on another machine
 
@@ -114,15 +111,6 @@ def sweep_orphans(
     for branch_id in sorted(stale):
         if by_id[branch_id].get("parent_id") not in stale:  # roots; children recurse
             remove(branch_id)
-    if result.deleted:
-        logger.warning(
-            "Deleted %d stale test branch(es) left by earlier runs in Neon project %s: %s",
-            len(result.deleted),
-            project.project_id,
-            ", ".join(leftover.label() for leftover in result.deleted),
-        )
-    for leftover in result.failed:
-        logger.warning("Could not delete stale branch %s: %s", leftover.label(), leftover.reason)
     return result
 
 
@@ -148,8 +136,8 @@ def _staleness(
     if idle > max_age:
         return True, f"{made_by}{where}; idle for {_duration(idle)}"
     return False, (
-        f"{made_by}{where}; idle for {_duration(idle)}, may still be in use: stale after "
-        f"{_duration(max_age)}"
+        f"{made_by}{where}; idle for {_duration(idle)}, may still be in use (stale once idle "
+        f"for {_duration(max_age)})"
     )
 
 
