@@ -67,7 +67,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     """``--neon-cleanup``: list and delete what earlier runs left, instead of running tests."""
-    settings = _read_settings(config)
+    try:
+        settings = _read_settings(config)
+    except pytest.UsageError:
+        return None  # pytest_configure reports it (and `pytest --version` still works)
     if not settings.cleanup:
         return None
     from .cleanup import clean_up

@@ -64,10 +64,10 @@ class Report:
         return lines
 
 
-def removal_hint(backend_state: dict[str, Any], *, project_id: str | None = None) -> str:
+def removal_hint(backend_state: dict[str, Any]) -> str:
     """How to remove what a run could not delete, for the report's "left behind" line."""
     if backend_state.get("kind") == "neon":
-        project = project_id or (backend_state.get("neon") or {}).get("project_id")
+        project = (backend_state.get("neon") or {}).get("project_id")
         return (
             "The next run on this machine that uses Neon deletes them at its start (on "
             "another machine: once idle for an hour), as does `pytest --neon-cleanup`; or now: "
@@ -76,7 +76,7 @@ def removal_hint(backend_state: dict[str, Any], *, project_id: str | None = None
     if backend_state.get("server"):
         return "They went with the embedded server, which was stopped."
     return (
-        "The next run on this server drops them at its start; or now: "
+        "The next run on this machine with this server drops them at its start; or now: "
         "`DROP DATABASE <name> WITH (FORCE)` (and `DROP ROLE <name>` for read-only access)."
     )
 

@@ -60,8 +60,9 @@ EMULATOR_GAPS = ("test_a_readonly.py::test_1b_readonly_refuses_large_objects",)
 
 # An inner conftest.py that shortens two of the plugin's limits, so that a hung or dead API
 # costs seconds: the read timeout (30 s by default) and how long an API that refuses
-# connections is retried (20 s by default). As in the defaults, the read timeout is the
-# longer of the two: a timed-out call must still be retried (within the 120 s budget).
+# connections is retried (20 s by default). For hung calls the read timeout is the longer of
+# the two, as in the defaults: a call that timed out must still be retried (within the 120 s
+# budget). For a dead API, a budget long enough to tell one budget from one per call.
 # The code paths are the plugin's own.
 SHORT_TIMEOUTS = """
 import dataclasses
@@ -71,16 +72,17 @@ from pytest_neon_alembic.backends.neon import http as neon_http
 
 @dataclasses.dataclass(frozen=True)
 class ShortTimeouts(neon_http.RetryPolicy):
-    read_timeout: float = READ_TIMEOUT
-    unreachable_budget: float = UNREACHABLE_BUDGET
+    read_timeout: float = {read_timeout}
+    unreachable_budget: float = {unreachable_budget}
 
 
 neon_http.RetryPolicy = ShortTimeouts
 """
 READ_TIMEOUT = 2.0
-UNREACHABLE_BUDGET = 1.0
-SHORT_TIMEOUTS = SHORT_TIMEOUTS.replace("READ_TIMEOUT", str(READ_TIMEOUT)).replace(
-    "UNREACHABLE_BUDGET", str(UNREACHABLE_BUDGET)
+UNREACHABLE_BUDGET = 3.0
+HUNG_TIMEOUTS = SHORT_TIMEOUTS.format(read_timeout=READ_TIMEOUT, unreachable_budget=1.0)
+DEAD_TIMEOUTS = SHORT_TIMEOUTS.format(
+    read_timeout=READ_TIMEOUT, unreachable_budget=UNREACHABLE_BUDGET
 )
 
 # Three tests: two write on the isolated branch, one reads the read-only and writes the dirty one.
@@ -368,7 +370,7 @@ def test_hung_calls_time_out_and_are_retried_or_recovered(
     made again (the late one then meets the name taken); the restores, one applied late and
     one whose answer was lost, are found applied and not sent twice. The run passes."""
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(SHORT_TIMEOUTS)
+    neon_project.pytester.makeconftest(HUNG_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=APP_TESTS)
     hang = READ_TIMEOUT + 1.5
     faults = emulator.faults
@@ -408,9 +410,10 @@ def test_create_applied_late_is_adopted_not_leaked(
     """The first create times out and reaches Neon after the lookup by name found nothing;
     the second one then collides with it (409). The branch is ours: use it, leak nothing."""
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(SHORT_TIMEOUTS)
+    neon_project.pytester.makeconftest(HUNG_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=APP_TESTS)
-    emulator.faults.hang(1, seconds=READ_TIMEOUT + 1.0, method="POST", path=BRANCHES)
+    # Lands 0.6 s after the look-up, which waits for the first backoff (1 s) after the timeout.
+    emulator.faults.hang(1, seconds=READ_TIMEOUT + 1.6, method="POST", path=BRANCHES)
     emulator.faults.hang(1, seconds=1.5, method="POST", path=BRANCHES)  # lands after it
 
     result, calls, _seconds = run_neon(neon_project, emulator)
@@ -481,7 +484,7 @@ def _run_until_the_api_dies(
     Returns the result, the session's seconds, and the seconds from the death to the end.
     """
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(SHORT_TIMEOUTS)
+    neon_project.pytester.makeconftest(DEAD_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=DIE_TESTS)
     die_signal = neon_project.path / "die-now"
     died: list[float] = []

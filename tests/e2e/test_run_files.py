@@ -49,3 +49,8 @@ def test_no_password_in_the_run_files_while_it_runs(neon_project: NeonProject) -
 
     result.assert_outcomes(passed=2)
     neon_project.assert_nothing_left()
+
+    # `pytest --neon-cleanup` on the local backend: nothing to remove, and no test runs.
+    cleanup = neon_project.run("--neon-cleanup")
+    assert cleanup.ret == 0
+    assert cleanup.outlines == ["No files of killed runs on this machine."]

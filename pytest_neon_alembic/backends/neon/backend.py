@@ -10,7 +10,7 @@ Mapping of the backend protocol (facts in ``docs/neon-api.md`` of the project no
              branch: enforced by the compute itself, shares the branch's storage.
 * reset      ``POST /projects/{p}/branches/{b}/restore`` from the migration branch
              ("reset from parent"): same branch ID, host and password afterwards.
-             No clear answer: looked up before it is sent again (``recovery.py``).
+             No clear answer: looked up before it is sent again (``restores.py``).
 * delete     ``DELETE`` of the branch (or of the read-only endpoint); 204 = gone.
 * writes     detected on the branch's own PostgreSQL with ``isolation``'s SQL: each
              Neon branch is its own server, so detection is exact per branch.

@@ -16,7 +16,8 @@ Retry rules (from the API spec's GeneralError notes and Neon's own clients):
   connections dropped before the answer are retried only when repeating the
   request is harmless: GET and DELETE (a second delete answers 204). For a
   create or a restore, the caller gets an ``AmbiguousRequestError`` and looks
-  up whether the first attempt landed before sending it again (``recovery.py``).
+  up whether the first attempt landed before sending it again (``recovery.py``,
+  ``restores.py``).
 * A request that never left this machine (connection refused, connect
   timeout) is repeated for any method, for a shorter time (20 s): nothing
   answering at all is a wrong URL or a dead API, not a busy one.
