@@ -703,17 +703,12 @@ def _create_branch(
 
 
 def test_neon_cleanup_deletes_stale_leftovers_and_nothing_else(
-    neon_project: NeonProject, emulator: NeonEmulator
+    neon_project: NeonProject, emulator: NeonEmulator, dead_run_owner: Callable[[str], RunOwner]
 ) -> None:
     """`pytest --neon-cleanup` runs no test. It deletes this plugin's branches of runs on
     other machines idle for over an hour, and of runs on this machine that are over; it
     lists and leaves alone what may be in use, expires by itself, or is not its own."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        dead_here = RunOwner.of_process(child.pid, "0dead0aa")
-    finally:
-        child.kill()
-        child.wait()
+    dead_here = dead_run_owner("0dead0aa")
     live_here = RunOwner.of_process(os.getpid(), "11fe0aaa")
     elsewhere = RunOwner(run_id="0e15e0aa", host="ci-runner-7", pid=4242, boot="b00t/pid:[1]")
     young_elsewhere = RunOwner(**{**elsewhere.to_dict(), "run_id": "1e15e0aa"})

@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -671,16 +670,13 @@ def test_branches_say_which_run_made_them(emulator: NeonEmulator) -> None:
     backend.close()
 
 
-def test_a_dead_runs_branches_on_this_machine_are_swept_at_once(emulator: NeonEmulator) -> None:
+def test_a_dead_runs_branches_on_this_machine_are_swept_at_once(
+    emulator: NeonEmulator, dead_run_owner: Callable[[str], RunOwner]
+) -> None:
     """Made here by a process that is gone: deleted at the next start, expiring ones too.
     A live run here, a run of another machine and a kept run are left alone; a process ID
     now used by a process started at another time counts as gone."""
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        dead = RunOwner.of_process(child.pid, "0dead0aa")
-    finally:
-        child.kill()
-        child.wait()
+    dead = dead_run_owner("0dead0aa")
     here = RunOwner.of_process(os.getpid(), "11fe0aaa")
     owners = {
         "0dead0aa": dead,
@@ -712,6 +708,25 @@ def test_a_dead_runs_branches_on_this_machine_are_swept_at_once(emulator: NeonEm
     assert "kept with --neon-keep-branches" in reasons["pytest-unit-0ee00aaa-migration"]
     assert "Neon deletes it at" in reasons["pytest-unit-0e15e0aa-shared-gw0-1"]
     assert all("is over" in leftover.reason for leftover in result.deleted)
+
+
+def test_a_stale_branch_that_cannot_be_deleted_is_reported_not_raised(
+    emulator: NeonEmulator, dead_run_owner: Callable[[str], RunOwner]
+) -> None:
+    made = make_backend(emulator, start=False, owner=dead_run_owner("0dead0bb").to_dict())
+    made.default_branch_id = emulator.default_branch_id
+    stale = made.create_branch("pytest-unit-0dead0bb-migration", None, can_expire=False)
+    made.close()
+    emulator.faults.fail(1000, status=500, method="DELETE")
+    impatient = RetryPolicy(budget=0.3, first_backoff=0.05)
+    sweeper = make_backend(emulator, start=False, policy=impatient)
+    result = sweeper.start()
+    emulator.faults.clear()
+    assert result.deleted == []
+    [failed] = result.failed
+    assert (failed.name, failed.branch_id) == (stale.name, stale.branch_id)
+    assert "Neon could not delete" in failed.reason and "500" in failed.reason
+    sweeper.close()
 
 
 # -- API calls of a whole run ----------------------------------------------------------------------
