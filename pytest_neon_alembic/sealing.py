@@ -28,8 +28,8 @@ from typing import Any
 SEALED_PREFIX = "pna-sealed."
 _NONCE = 16
 _TAG = 16
-# A whole string that is a URL with a password: scheme://user:PASSWORD@rest
-_URL = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]*)(?P<tail>@.*)$")
+# The password of a URL, anywhere in a string: scheme://user:PASSWORD@host...
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<password>[^@\s]+)(?=@)")
 
 
 class RunKey:
@@ -109,16 +109,15 @@ def unseal_passwords(value: Any, key: RunKey | None) -> Any:
 
 def is_sealed(url: str) -> bool:
     """Whether ``url``'s password is sealed (and so cannot be used without the run's key)."""
-    match = _URL.match(url)
+    match = _URL_PASSWORD.search(url)
     return bool(match and match.group("password").startswith(SEALED_PREFIX))
 
 
 def _map_passwords(value: Any, change: Any) -> Any:
+    """``value`` with ``change`` applied to every URL password in its strings (an error
+    message quoting a URL included)."""
     if isinstance(value, str):
-        match = _URL.match(value)
-        if match is None or not match.group("password"):
-            return value
-        return match.group("head") + change(match.group("password")) + match.group("tail")
+        return _URL_PASSWORD.sub(lambda m: m.group("head") + change(m.group("password")), value)
     if isinstance(value, dict):
         return {name: _map_passwords(item, change) for name, item in value.items()}
     if isinstance(value, list):

@@ -83,8 +83,10 @@ def test_run_key_seals_each_time_differently_and_detects_damage() -> None:
     with pytest.raises(ValueError):
         RunKey.new().unseal(first)
     assert key.hex() not in repr(key) and repr(key) == "RunKey(***)"
-    # Only the password of whole URLs is touched; other strings and URLs without one stay.
-    value = {"a": [ADMIN_URL, "postgresql://u@h/db", "see postgresql://u:pw@h/db", 3]}
+    # Only URL passwords are touched, also inside text (an error message quoting a URL).
+    value = {"a": [ADMIN_URL, "postgresql://u@h/db", "failed: postgresql://u:pw@h/db (x)", 3]}
     sealed = seal_passwords(value, key)
-    assert sealed["a"][1:] == value["a"][1:] and is_sealed(sealed["a"][0])
+    assert sealed["a"][1] == value["a"][1] and sealed["a"][3] == 3
+    assert is_sealed(sealed["a"][0]) and ":pw@" not in sealed["a"][2]
+    assert sealed["a"][2].startswith("failed: postgresql://u:pna-sealed.")
     assert unseal_passwords(sealed, key) == value
