@@ -165,7 +165,14 @@ class NeonBackend(Backend):
         self.parent_branch = self.api.resolve_parent(branches, self.parent_branch)
         if self.git_branch is None:
             self.git_branch = names.current_git_branch()
-        return self.sweep_orphans(branches, now=now)
+        return sweep_orphans(  # deletes what runs that are over left
+            self.api,
+            branches,
+            annotations=self.api.annotations,
+            protected={self.default_branch_id, self.parent_branch},
+            branch_expiry=self.branch_expiry,
+            now=now,
+        )
 
     def list_branches(self) -> list[dict[str, Any]]:
         return self.api.list_branches()
@@ -330,14 +337,9 @@ class NeonBackend(Backend):
         self.api.delete(self.api.path(f"branches/{branch.branch_id}"), branch.branch_id, wait=False)
 
     def keep_branch(self, branch: NeonBranch) -> None:
-        """Nothing to do: a kept branch is simply not deleted.
-
-        Module- and test-long branches still expire; the session-long ones
-        (migration, dirty, isolated), which have no expiry, are swept by a later
-        run after an hour. Making kept
-        branches permanent would fill the project (10 branches on the Free plan)
-        and bill for them; debugging a failed run rarely needs more than an hour.
-        """
+        """Nothing to do: a kept branch is simply not deleted. Its annotation says it was
+        kept, so a later run sweeps it only after an hour idle (``sweep.py``), not at once:
+        permanent branches would fill the project (10 on the Free plan) and be billed."""
 
     # -- write detection ------------------------------------------------------------------------
 
@@ -390,21 +392,6 @@ class NeonBackend(Backend):
     def close(self) -> None:
         self.writes.close()
         self.http.close()
-
-    # -- orphan sweep ---------------------------------------------------------------------------
-
-    def sweep_orphans(
-        self, branches: list[dict[str, Any]] | None = None, *, now: datetime | None = None
-    ) -> SweepResult:
-        """Delete this plugin's branches left by runs that are over (``sweep.sweep_orphans``)."""
-        return sweep_orphans(
-            self.api,
-            self.list_branches() if branches is None else branches,
-            annotations=self.api.annotations,
-            protected={self.default_branch_id, self.parent_branch},
-            branch_expiry=self.branch_expiry,
-            now=now,
-        )
 
     # -- helpers --------------------------------------------------------------------------------
 
