@@ -143,6 +143,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "int",
     ),
+    Option(
+        "cleanup",
+        "--neon-cleanup",
+        "NEON_CLEANUP",
+        "Run no tests: list this plugin's branches left in the project by earlier runs, and "
+        "delete the stale ones (runs that are over).",
+        False,
+        "bool",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -169,6 +178,7 @@ class Settings:
     reset: str = "branch"
     no_cache: bool = False
     pg_version: int | None = None
+    cleanup: bool = False
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
         shown = {

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from . import alembic_fixtures, guard
 from .check_items import AlembicCheckItem, AlembicTests, TestsPathBinding, ini_check_items
-from .config import OPTIONS, early_env_var_names, read_settings
+from .config import OPTIONS, Settings, early_env_var_names, read_settings
 from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
 from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
@@ -43,9 +44,11 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
 )
 from .report import Report
 from .run_end import reap_abandoned_runs
+from .sealing import RunKey
 from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
+RUN_KEY_KEY = "neon_alembic_run_key"
 REPORT_KEY = pytest.StashKey[Report]()
 GUARD_KEY = pytest.StashKey[guard.ConnectionGuard]()
 ALLOWED_URLS_HELP = (
@@ -91,13 +94,25 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> 
     early_config.stash[GUARD_KEY] = connection_guard
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
-    )
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--neon-cleanup``: list and delete what earlier runs left, instead of running tests."""
     try:
-        settings = read_settings(
+        settings = _read_settings(config)
+    except pytest.UsageError:
+        return None  # pytest_configure reports it (and `pytest --version` still works)
+    if not settings.cleanup:
+        return None
+    from .cleanup import clean_up
+
+    lines, removed_all = clean_up(settings)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return pytest.ExitCode.OK if removed_all else pytest.ExitCode.TESTS_FAILED
+
+
+def _read_settings(config: pytest.Config) -> Settings:
+    try:
+        return read_settings(
             cli=lambda name: config.getoption("neon_" + name),
             ini=lambda name: config.getini(name),
             environ=os.environ,
@@ -108,13 +123,23 @@ def pytest_configure(config: pytest.Config) -> None:
     except NeonAlembicError as error:
         raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
+    )
+    settings = _read_settings(config)
+
     # pytest-alembic's collector crashes on pytest >= 9.2 ("'TestCollector' object has no
     # attribute '_nodeid'"): it is blocked, and TestsPathBinding does its job on any pytest.
     config.pluginmanager.set_blocked("pytest-alembic")
 
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and RUN_DIR_KEY in workerinput:
-        run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))
+        run = RunDirectory(
+            Path(workerinput[RUN_DIR_KEY]), RunKey.from_hex(workerinput.get(RUN_KEY_KEY))
+        )
         session = BranchSession(settings, run, owner=False, worker=workerinput["workerid"])
     else:
         try:
@@ -126,7 +151,8 @@ def pytest_configure(config: pytest.Config) -> None:
         with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
             reap_abandoned_runs(root)
         try:
-            run = RunDirectory.create(root)
+            # Passwords in the run's files are sealed, unless the branches are kept to inspect.
+            run = RunDirectory.create(root, sealed=not settings.keep_branches)
         except OSError as error:
             raise pytest.UsageError(
                 f"pytest-neon-alembic: cannot create the run's directory in {root}: {error}. "
@@ -150,13 +176,15 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 class _XdistHandOver:
-    """Gives each xdist worker the run directory, so all processes share one run."""
+    """Gives each xdist worker the run directory, so all processes share one run, and the
+    run's key (in memory, through xdist's pipe: never on disk)."""
 
     def __init__(self, run: RunDirectory) -> None:
         self.run = run
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
+        node.workerinput[RUN_KEY_KEY] = self.run.key.hex() if self.run.key else None
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
