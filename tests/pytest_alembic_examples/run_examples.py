@@ -31,6 +31,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -112,7 +113,15 @@ def run_example(examples_dir: Path, example: str, mode: str, server_url: str) ->
         extra = ["-p", "no:neon_alembic"]
         checks = list(checks_args(example))
     else:
-        extra = ["--neon-local-url", server_url]
+        # pytest-mock-resources' databases live on the same scratch server: a project
+        # using it allows them, as a user with their own test databases would.
+        host = urlsplit(server_url)
+        extra = [
+            "--neon-local-url",
+            server_url,
+            "-o",
+            f"neon_allowed_urls={host.hostname}:{host.port}",
+        ]
         checks = ["--neon-alembic-checks"]
     entry: dict = {}
     with tempfile.TemporaryDirectory(prefix=f"pna-{example}-") as scratch:
