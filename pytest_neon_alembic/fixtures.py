@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .branch import NeonBranch
-from .config import RESET_STRATEGIES
+from .config import BRANCH_KINDS, RESET_STRATEGIES
 from .errors import NeonAlembicError
+from .redirect import FOLLOW, OuterTransaction
 from .session import BranchSession
 from .urls import sqlalchemy_url
 
@@ -84,20 +85,46 @@ def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> s
 
 
 def _strategy_of(request: pytest.FixtureRequest, session: BranchSession) -> str:
-    marker = request.node.get_closest_marker("neon")
+    marker = _neon_marker(request)
     if marker is None:
         return session.settings.reset
-    strategy = marker.kwargs.get("reset", session.settings.reset)
-    if marker.args or set(marker.kwargs) - {"reset"} or strategy not in RESET_STRATEGIES:
+    return marker.kwargs.get("reset", session.settings.reset)
+
+
+def _neon_marker(request: pytest.FixtureRequest) -> Any:
+    """The test's ``neon`` marker, validated: ``neon``, ``neon(kind)``, ``neon(reset=...)``."""
+    marker = request.node.get_closest_marker("neon")
+    if marker is None:
+        return None
+    strategy = marker.kwargs.get("reset", "branch")
+    if (
+        len(marker.args) > 1
+        or (marker.args and marker.args[0] not in BRANCH_KINDS)
+        or set(marker.kwargs) - {"reset"}
+        or strategy not in RESET_STRATEGIES
+    ):
         given = ", ".join(
             [repr(a) for a in marker.args] + [f"{k}={v!r}" for k, v in marker.kwargs.items()]
         )
         pytest.fail(
             f"pytest-neon-alembic: @pytest.mark.neon({given}) is not understood; use "
-            f"@pytest.mark.neon(reset=...) with one of: {', '.join(RESET_STRATEGIES)}.",
+            f"@pytest.mark.neon (the isolated branch), @pytest.mark.neon(kind) with kind one of "
+            f"{', '.join(repr(k) for k in BRANCH_KINDS)}, and reset= one of "
+            f"{', '.join(RESET_STRATEGIES)}.",
             pytrace=False,
         )
-    return strategy
+    return marker
+
+
+def _asked_branch(request: pytest.FixtureRequest, session: BranchSession) -> str | None:
+    """The branch fixture a test asks for without an argument: its marker, else the ini
+    ``neon_default_branch``."""
+    marker = _neon_marker(request)
+    if marker is not None:
+        return "neon_branch_" + (marker.args[0] if marker.args else "isolated")
+    if session.settings.default_branch:
+        return "neon_branch_" + session.settings.default_branch
+    return None
 
 
 # -- the migration branch ------------------------------------------------------------------
@@ -186,6 +213,8 @@ def _neon_isolated_branch(
     request: pytest.FixtureRequest, _neon_session: BranchSession, _neon_migrated: NeonBranch
 ) -> Iterator[NeonBranch]:
     branch = _setup(request, lambda: _neon_session.isolated_branch(_neon_migrated))
+    # Engines that follow the test drop connections made before a reset.
+    _neon_session.resets.on_reset(branch, lambda: FOLLOW.branch_was_reset(branch.connection_string))
     yield branch
     with contextlib.suppress(NeonAlembicError):
         _neon_session.release(branch)
@@ -265,15 +294,32 @@ def neon_branch_shared(
 
 @pytest.fixture(autouse=True)
 def _neon_database_url(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Sets DATABASE_URL to the branch this test asked for, and restores it afterwards."""
+    """Points DATABASE_URL, and the app's engines that follow the test, at the branch this
+    test asked for (by argument, marker or ini neon_default_branch); restores them after."""
+    session: BranchSession | None = request.config.stash.get(SESSION_KEY, None)
     chosen = next((name for name in ENV_VAR_PRIORITY if name in request.fixturenames), None)
-    if chosen is None:
+    if chosen is None and session is not None:
+        chosen = _asked_branch(request, session)
+    if chosen is None or session is None:
         yield
         return
     branch = request.getfixturevalue(chosen)
-    session: BranchSession = request.getfixturevalue("_neon_session")
-    with session.environment(branch):
+    outer = None
+    if chosen == "neon_branch_isolated" and _reset_strategy(request, session) == "transaction":
+        outer = request.getfixturevalue("_neon_outer_transaction")
+    with session.environment(branch, outer):
         yield
+
+
+@pytest.fixture
+def _neon_outer_transaction(
+    neon_branch_isolated: NeonBranch, _neon_isolated_engine: sa.Engine
+) -> Iterator[OuterTransaction]:
+    """The ``transaction`` strategy's one connection in one outer transaction, opened on
+    first use by ``neon_session`` or by the app's engines; rolled back after the test."""
+    outer = OuterTransaction(_neon_isolated_engine.connect)
+    yield outer
+    outer.rollback()
 
 
 # -- engines, sessions and connections -----------------------------------------------------
@@ -304,22 +350,22 @@ def neon_session(
 ) -> Iterator[Session]:
     """SQLAlchemy Session on ``neon_engine``, closed after the test.
 
-    With the ``transaction`` reset strategy it is bound to one connection in an
-    outer transaction that is rolled back after the test; ``commit()`` inside
-    the test releases a savepoint instead (``join_transaction_mode="create_savepoint"``).
+    With the ``transaction`` reset strategy it is bound to the test's one
+    connection in an outer transaction that is rolled back after the test;
+    ``commit()`` inside the test releases a savepoint instead
+    (``join_transaction_mode="create_savepoint"``). The app's own sync engines
+    that follow the test use that same connection and transaction.
     """
     if _reset_strategy(request, _neon_session) != "transaction":
         with Session(neon_engine) as session:
             yield session
         return
-    with neon_engine.connect() as connection:
-        outer = connection.begin()
-        session = Session(bind=connection, join_transaction_mode="create_savepoint")
-        try:
-            yield session
-        finally:
-            session.close()
-            outer.rollback()
+    outer: OuterTransaction = request.getfixturevalue("_neon_outer_transaction")
+    session = Session(bind=outer.sqlalchemy_connection(), join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
 
 
 @pytest.fixture(scope="session")

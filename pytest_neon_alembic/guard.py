@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from . import redirect
 from .errors import ForeignDatabaseError
 from .redact import mask_url
 
@@ -364,8 +365,10 @@ def install_hooks() -> None:
     if "sqlalchemy" not in _installed:
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
+        from sqlalchemy.pool import Pool
 
         event.listen(Engine, "do_connect", _on_sqlalchemy_connect)
+        event.listen(Pool, "checkout", redirect.on_checkout)
         _installed.add("sqlalchemy")
         sys.meta_path.insert(0, _HookOnImport())
     for name in _DRIVER_HOOKS:
@@ -408,14 +411,22 @@ class _HookingLoader(importlib.abc.Loader):
         _hook_driver(self.name)
 
 
-def _on_sqlalchemy_connect(dialect, _connection_record, cargs, cparams) -> None:
-    if not _guards or dialect.name == "sqlite":
-        return
+def _on_sqlalchemy_connect(dialect, connection_record, cargs, cparams) -> Any:
+    """Redirect an engine that follows the test (``redirect.py``), then guard the target."""
+    if dialect.name == "sqlite":
+        return None
+    if _guards and redirect.follows(dialect, cparams, is_sandbox_url):
+        replacement = redirect.route(dialect, connection_record, cparams)
+        if replacement is not None:
+            return replacement  # the test's own connection: nothing new to connect to
+    if not _guards:
+        return None
     dsn = next((arg for arg in cargs if isinstance(arg, str)), None) or cparams.get("dsn")
     if dsn:
         check(_target_of_dsn(dsn))
     else:
         check(target_of_params(cparams))
+    return None
 
 
 def _target_of_dsn(dsn: str) -> Target:

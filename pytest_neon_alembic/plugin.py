@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from . import alembic_fixtures, guard
+from . import alembic_fixtures, guard, redirect
+from .async_fixtures import neon_async_engine, neon_async_session  # noqa: F401
 from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
 from .config import OPTIONS, early_env_var_names, read_settings
 from .coordination import RunDirectory, state_root
@@ -23,6 +24,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_isolated_engine,
     _neon_migrated,
     _neon_migration_branch,
+    _neon_outer_transaction,
     _neon_session,
     branch_fixture_of,
     neon_apply_migrations,
@@ -66,6 +68,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(option.flag, **kwargs)
         parser.addini(option.ini, option.help, default=None)
     parser.addini("neon_allowed_urls", ALLOWED_URLS_HELP, type="args", default=[])
+    parser.addini(
+        "neon_default_branch",
+        "The branch every test uses without a fixture argument or marker: isolated, "
+        "readonly, dirty or shared (default: none).",
+        default=None,
+    )
+    for kind, what in (
+        ("neon_engines", "SQLAlchemy engines (sync or async)"),
+        ("neon_sessions", "sessions or scoped_sessions"),
+        ("neon_sessionmakers", "sessionmakers or async_sessionmakers"),
+    ):
+        parser.addini(
+            kind,
+            f"{what} of the app, built from something else than DATABASE_URL, that follow "
+            "the test's branch: import paths (package.module:name), whitespace-separated.",
+            type="args",
+            default=[],
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -91,7 +111,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
+        "neon(kind='isolated', reset='branch'|'transaction'): this test uses a database branch "
+        "without a fixture argument — kind is isolated (default), readonly, dirty or shared; "
+        "reset is how neon_branch_isolated is reset after it.",
     )
     try:
         settings = read_settings(
@@ -162,6 +184,17 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureR
         return (yield)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The app's objects named in ini neon_engines / neon_sessions / neon_sessionmakers
+    follow the test from now on (imported here: a bad path fails the session once)."""
+    named = {kind: session.config.getini(kind) for kind in redirect.KINDS}
+    if any(named.values()):
+        try:
+            redirect.follow_named(named)
+        except NeonAlembicError as error:
+            raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
+
+
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """alembic.ini named on the command line (`pytest alembic.ini::test_upgrade`)."""
     settings = _checks_settings(parent.config)
@@ -220,6 +253,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[GUARD_KEY]
         guard.deactivate(connection_guard)
         connection_guard.variables.give_back()
+        redirect.restore_named()
 
 
 def _finish(config: pytest.Config) -> None:
