@@ -154,6 +154,30 @@ def _neon_migration_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
 
 
 @pytest.fixture(scope="session")
+def _neon_test_branch(neon_migration_branch: NeonBranch) -> tuple[NeonBranch, bool]:
+    """pytest-neon 3.x's ``(branch, is_creator)`` for existing ``neon_apply_migrations``
+    overrides: migrations run in exactly one process here, so it is always the creator."""
+    return neon_migration_branch, True
+
+
+def neon_branch_scope_mismatch(items: list[pytest.Item]) -> str | None:
+    """A longer-lived fixture that asks for ``neon_branch``: pytest-neon 3.x's session-long
+    branch, which is ``neon_branch_dirty`` here (``neon_branch`` is 2.3's, per test)."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for name, definitions in info.name2fixturedefs.items() if info else ():
+            definition = definitions[-1]
+            if definition.scope != "function" and "neon_branch" in definition.argnames:
+                return (
+                    f"fixture {name!r} ({definition.scope}-scoped) asks for neon_branch, which "
+                    "is pytest-neon 2.3's per-test branch here (the isolated branch). pytest-neon "
+                    "3.x's session-long shared branch is neon_branch_dirty: replace neon_branch "
+                    f"with neon_branch_dirty in {name!r}."
+                )
+    return None
+
+
+@pytest.fixture(scope="session")
 def neon_apply_migrations(neon_migration_branch: NeonBranch, _neon_session: BranchSession) -> None:
     """Brings the migration branch to the state every test starts from; runs once per run.
 

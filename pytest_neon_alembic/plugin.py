@@ -26,6 +26,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_migration_branch,
     _neon_outer_transaction,
     _neon_session,
+    _neon_test_branch,
     branch_fixture_of,
     neon_apply_migrations,
     neon_branch,
@@ -33,6 +34,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     neon_branch_isolated,
     neon_branch_readonly,
     neon_branch_readwrite,
+    neon_branch_scope_mismatch,
     neon_branch_shared,
     neon_connection,
     neon_connection_psycopg,
@@ -237,6 +239,9 @@ def _wants_checks(config: pytest.Config) -> bool:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
+    mismatch = neon_branch_scope_mismatch(session.items)
+    if mismatch:
+        raise pytest.UsageError(f"pytest-neon-alembic: {mismatch}")
     selected = tuple(item.name for item in session.items if isinstance(item, AlembicCheckItem))
     session.config.stash[SELECTED_KEY] = selected
 

@@ -167,11 +167,11 @@ def _sync_module() -> str:
             f"    {write}",
             f"    assert tuple(read_{kind}()) == (neon_branch_isolated.branch_id, 2)",
             "",
-            f"@pytest.mark.neon",
+            "@pytest.mark.neon",
             f"def test_{kind}_2_write_is_gone(neon_branch_isolated{fixture}):",
             f"    assert tuple(read_{kind}()) == (neon_branch_isolated.branch_id, 1)",
             "",
-            f'@pytest.mark.neon("readonly")',
+            '@pytest.mark.neon("readonly")',
             f"def test_{kind}_3_reads_the_readonly_branch(neon_branch_readonly{fixture}):",
             f"    assert tuple(read_{kind}()) == (neon_branch_readonly.branch_id, 1)",
             "",
@@ -331,3 +331,50 @@ def test_bad_named_object_fails_the_session_once(neon_project: NeonProject) -> N
     error = result.stderr.str()
     assert "neon_engines names 'app:SessionLocal', a sessionmaker" in error
     assert error.count("pytest-neon-alembic:") == 1
+
+
+PYTEST_NEON_3_CONFTEST = """\
+import psycopg
+import pytest
+
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(_neon_test_branch):  # pytest-neon 3.x's override, unchanged
+    branch, is_creator = _neon_test_branch
+    if is_creator:
+        with psycopg.connect(branch.connection_string) as connection:
+            connection.execute("CREATE TABLE users (name text)")
+
+
+@pytest.fixture(scope="session")
+def users(BRANCH):
+    with psycopg.connect(BRANCH.connection_string) as connection:
+        connection.execute("INSERT INTO users VALUES ('ada')")
+    return BRANCH
+"""
+
+
+@pytest.mark.parametrize("branch", ["neon_branch", "neon_branch_dirty"])
+def test_pytest_neon_3_users_migration_path(neon_project: NeonProject, branch: str) -> None:
+    """pytest-neon 3.x's session-long ``neon_branch`` is ``neon_branch_dirty`` here: asking
+    for ``neon_branch`` from a session fixture is one clear error saying so; with the
+    one-word change the suite passes, its ``neon_apply_migrations`` override unchanged."""
+    neon_project.pytester.makeconftest(PYTEST_NEON_3_CONFTEST.replace("BRANCH", branch))
+    neon_project.pytester.makepyfile(
+        test_users="""
+        import psycopg
+
+        from pytest_neon_alembic import NeonBranch  # was: from pytest_neon import NeonBranch
+
+
+        def test_users(users: NeonBranch):
+            with psycopg.connect(users.connection_string) as connection:
+                assert connection.execute("SELECT name FROM users").fetchall() == [("ada",)]
+        """
+    )
+    result = neon_project.run()
+    if branch == "neon_branch":
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        assert "replace neon_branch with neon_branch_dirty in 'users'" in result.stderr.str()
+    else:
+        result.assert_outcomes(passed=1)
