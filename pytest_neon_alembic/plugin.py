@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from . import alembic_fixtures, guard, redirect
+from . import alembic_fixtures, guard, hooks, redirect
 from .async_fixtures import neon_async_engine, neon_async_session  # noqa: F401
 from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
 from .config import OPTIONS, early_env_var_names, read_settings
@@ -106,6 +106,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> 
         guard.AllowedPatterns(early_config.getini("neon_allowed_urls")),
         variables,
     )
+    hooks.install()
     guard.activate(connection_guard)
     early_config.stash[GUARD_KEY] = connection_guard
 
@@ -170,7 +171,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     branch_session = item.config.stash.get(SESSION_KEY, None)
     if branch_session is not None:
         branch_session.resets.test_started()
-    guard.install_hooks()  # drivers the application imported since
+    hooks.install()  # drivers the application imported since
 
 
 @pytest.hookimpl(wrapper=True)
