@@ -80,7 +80,7 @@ def _on_sqlalchemy_connect(dialect, connection_record, cargs, cparams) -> Any:
     """Redirect an engine that follows the test (``redirect.py``), then guard the target."""
     if dialect.name == "sqlite":
         return None
-    if guard.active() and redirect.follows(dialect, cparams, guard.is_sandbox_url):
+    if guard.active() and redirect.follows(dialect, cparams):
         replacement = redirect.route(dialect, connection_record, cparams)
         if replacement is not None:
             return replacement  # the test's own connection: nothing new to connect to

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import ConfigError, NoBranchError
+from .guard import SANDBOX_HOST
 
 NO_BRANCH_HINT = (
     "Ask for a branch: a fixture argument (neon_branch_isolated, neon_branch_shared, "
@@ -72,7 +73,7 @@ class OuterTransaction:
 
 
 @dataclass(frozen=True)
-class Target:
+class FollowTarget:
     """Where followed engines go now: a branch's URL, and the test's outer transaction."""
 
     url: str
@@ -83,25 +84,25 @@ class Follow:
     """The current target of every followed engine, and the branches' reset counts."""
 
     def __init__(self) -> None:
-        self._targets: list[Target] = []
+        self._targets: list[FollowTarget] = []
         self._resets: dict[str, int] = {}
         self.explicit: list[Any] = []  # named in ini neon_engines/..., restored at the end
 
     @contextlib.contextmanager
     def pointing_at(self, url: str, outer: OuterTransaction | None = None) -> Iterator[None]:
-        self._targets.append(Target(url, outer))
+        self._targets.append(FollowTarget(url, outer))
         try:
             yield
         finally:
             self._targets.pop()
 
-    def current(self) -> Target | None:
+    def current(self) -> FollowTarget | None:
         return self._targets[-1] if self._targets else None
 
     def branch_was_reset(self, url: str) -> None:
         self._resets[url] = self._resets.get(url, 0) + 1
 
-    def key(self, target: Target | None) -> tuple[Any, ...]:
+    def key(self, target: FollowTarget | None) -> tuple[Any, ...]:
         if target is None:
             return (None,)
         return (target.url, self._resets.get(target.url, 0), id(target.outer), _running_loop())
@@ -117,12 +118,10 @@ def _running_loop() -> int | None:
         return None
 
 
-def follows(dialect: Any, cparams: dict[str, Any], is_sandbox: Callable[[str], bool]) -> bool:
-    """Whether this connection belongs to an engine that follows the test."""
-    if getattr(dialect, _FOLLOW, False):
-        return True
-    host = cparams.get("host")
-    return isinstance(host, str) and is_sandbox(f"postgresql://{host}")
+def follows(dialect: Any, cparams: dict[str, Any]) -> bool:
+    """Whether this connection belongs to an engine that follows the test: one built from
+    the sandbox URL, or named in the ini file."""
+    return getattr(dialect, _FOLLOW, False) or cparams.get("host") == SANDBOX_HOST
 
 
 def route(dialect: Any, connection_record: Any, cparams: dict[str, Any]) -> Any:

@@ -146,17 +146,21 @@ ASYNC_KINDS = {
 }
 
 
+HEADER = [
+    "import pytest",
+    "import sqlalchemy as sa",
+    "from sqlalchemy.ext.asyncio import AsyncEngine",
+    "",
+    "import app",
+    "",
+    "INSERT = sa.text(\"INSERT INTO items (name) VALUES ('written')\")",
+    "READ = sa.text('SELECT current_database(), (SELECT count(*) FROM items)')",
+    "",
+]
+
+
 def _sync_module() -> str:
-    lines = [
-        "import pytest",
-        "import sqlalchemy as sa",
-        "",
-        "import app",
-        "",
-        "INSERT = sa.text(\"INSERT INTO items (name) VALUES ('written')\")",
-        "READ = sa.text('SELECT current_database(), (SELECT count(*) FROM items)')",
-        "",
-    ]
+    lines = list(HEADER)
     for kind, (write, read) in SYNC_KINDS.items():
         fixture = ", flask_app" if kind == "flask_sqlalchemy" else ""
         lines += [
@@ -181,15 +185,7 @@ def _sync_module() -> str:
 
 def _async_module() -> str:
     lines = [
-        "import pytest",
-        "import sqlalchemy as sa",
-        "from sqlalchemy.ext.asyncio import AsyncEngine",
-        "",
-        "import app",
-        "",
-        "INSERT = sa.text(\"INSERT INTO items (name) VALUES ('written')\")",
-        "READ = sa.text('SELECT current_database(), (SELECT count(*) FROM items)')",
-        "",
+        *HEADER,
         "async def write(target):",
         "    if isinstance(target, AsyncEngine):",
         "        async with target.begin() as c:",
