@@ -9,15 +9,16 @@ any process. The Neon API key is never part of that state.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 from .backends.base import Backend
 from .backends.local import LocalBackend
 from .config import Settings
-from .coordination import RunDirectory, state_root
+from .coordination import RunDirectory
 from .errors import ConfigError
 from .migrations import AlembicProject
-from .processes import process_alive
+from .processes import pid_namespace, process_alive
 
 
 def start_backend(
@@ -53,6 +54,12 @@ def start_backend(
     if settings.local_url:
         backend = local_backend(settings.local_url, "server")
         backend.check_privileges()
+        if settings.pg_version and backend.server_version // 10000 != settings.pg_version:
+            raise ConfigError(
+                f"--neon-pg-version asks for PostgreSQL {settings.pg_version}, but the server of "
+                f"--neon-local-url runs {backend.server_version // 10000}. Drop the option, or "
+                "point --neon-local-url at a server of that version."
+            )
         backend.drop_abandoned(marker_is_abandoned)
         return {
             "kind": "local",
@@ -65,7 +72,9 @@ def start_backend(
     snapshot = None
     if project is not None and not settings.no_cache:
         snapshot = project.project_id()[:16]  # the cluster kept with its migrated state
-    server = EmbeddedServer.start(run.path, state_root() / "cache", snapshot=snapshot)
+    server = EmbeddedServer.start(
+        run.path, run.root / "cache", snapshot=snapshot, pg_version=settings.pg_version
+    )
     backend = local_backend(server.admin_url, "embedded", server.to_state())
     backend.close_to_public("postgres", "template1")  # only the run's roles reach databases
     return {
@@ -80,6 +89,10 @@ def build_backend(state: dict[str, Any], settings: Settings | None = None) -> Ba
     """The backend described by a run's ``state``; ``settings`` give what is never written
     to disk (the Neon API key)."""
     if state["kind"] == "local":
+        if state.get("server"):
+            from .server.watchdog import watch
+
+            watch(int(state["server"]["pid"]), Path(state["server"]["data_dir"]))
         return LocalBackend.from_state(state["local"])
     if state["kind"] == "neon":
         from .backends.neon import NeonBackend
@@ -91,7 +104,11 @@ def build_backend(state: dict[str, Any], settings: Settings | None = None) -> Ba
 
 
 def marker_is_abandoned(marker: dict[str, Any]) -> bool:
-    """A database left by a run on this host whose process is gone (and not kept on purpose)."""
-    if marker.get("kept"):
+    """A database left by a run on this host whose process is gone (and not kept on purpose).
+
+    A run in another PID namespace (another container with the same host name) is
+    never judged: its pid means nothing here.
+    """
+    if marker.get("kept") or marker.get("pidns", pid_namespace()) != pid_namespace():
         return False
     return marker.get("host") == socket.gethostname() and not process_alive(int(marker["pid"]))

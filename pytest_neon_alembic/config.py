@@ -133,6 +133,15 @@ OPTIONS: tuple[Option, ...] = (
         False,
         "bool",
     ),
+    Option(
+        "pg_version",
+        "--neon-pg-version",
+        "NEON_PG_VERSION",
+        "PostgreSQL major version of the embedded server (e.g. 17), among the builds "
+        "installed; default: the first found. On Neon the project's version is used.",
+        None,
+        "int",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -158,6 +167,7 @@ class Settings:
     alembic_checks: bool = False
     reset: str = "branch"
     no_cache: bool = False
+    pg_version: int | None = None
     default_branch: str | None = None  # ini neon_default_branch
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
@@ -214,6 +224,11 @@ def read_settings(
         raise ConfigError(
             f"{_where('branch_expiry', sources)} must be 0 (no expiry) or a positive number of "
             f"seconds, got {raw['branch_expiry']}."
+        )
+    if raw["pg_version"] is not None and not 13 <= raw["pg_version"] <= 99:
+        raise ConfigError(
+            f"{_where('pg_version', sources)} must be a PostgreSQL major version (13 or later, "
+            f"e.g. 17), got {raw['pg_version']}."
         )
     local_url = raw["local_url"]
     if local_url and not local_url.startswith(("postgresql://", "postgres://")):

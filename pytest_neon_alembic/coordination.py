@@ -26,24 +26,104 @@ from typing import Any
 
 from filelock import FileLock
 
+try:
+    import fcntl
+except ImportError:  # Windows: the owner's pid has to do
+    fcntl = None  # type: ignore[assignment]
+
 from . import errors
 from .branch import BranchRole, NeonBranch
 from .processes import process_alive
 
 OWNER_FILE = "owner.json"
+#: Held (flock) by the run's owner process for its whole life: the kernel releases
+#: it when the process dies, however it dies, and whatever PID namespace looks.
+OWNER_LOCK = "owner.lock"
+STATE_DIR_ENV = "PYTEST_NEON_ALEMBIC_STATE_DIR"
+#: What one run may need in its state directory: the cached cluster (~27 MB), the
+#: run's copy of it, a database per branch (~8 MB each), WAL, and the snapshot
+#: saved at the end. /dev/shm with less free space than this is passed over.
+RUN_NEEDS_BYTES = 256 << 20
+
+# The owner's lock files, kept open for the life of the process.
+_HELD_LOCKS: dict[Path, int] = {}
 
 
 def state_root() -> Path:
-    """Where runs keep their files: RAM-backed /dev/shm when writable, else the temp dir."""
-    override = os.environ.get("PYTEST_NEON_ALEMBIC_STATE_DIR")
+    """Where runs keep their files (see ``choose_state_root``)."""
+    return choose_state_root()[0]
+
+
+def choose_state_root() -> tuple[Path, str | None]:
+    """(the state directory, a line saying why it is not in /dev/shm, or None).
+
+    ``PYTEST_NEON_ALEMBIC_STATE_DIR`` if set (and usable: else a ConfigError);
+    else RAM-backed /dev/shm when it is writable and has room for a run
+    (containers often have 64 MB of it), else the temp directory.
+    """
+    override = os.environ.get(STATE_DIR_ENV, "").strip()
     if override:
-        base = Path(override)
-    else:
-        shm = Path("/dev/shm")
-        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-        base = base / f"pytest-neon-alembic-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-    base.mkdir(mode=0o711, parents=True, exist_ok=True)
-    return base
+        base = Path(override).expanduser()
+        problem = _unusable(base)
+        if problem:
+            raise errors.ConfigError(
+                f"{STATE_DIR_ENV} is {override!r}, but {problem}. Point it at a writable "
+                "directory with a few hundred MB free (RAM-backed is fastest, e.g. under "
+                "/dev/shm), or unset it to let the plugin choose."
+            )
+        return base, None
+    name = f"pytest-neon-alembic-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return _fallback(name, None)
+    problem = _unusable(shm / name)
+    if problem:
+        return _fallback(name, f"/dev/shm is not usable ({problem})")
+    free = free_bytes(shm)
+    if free < RUN_NEEDS_BYTES:
+        return _fallback(
+            name, f"/dev/shm has {free >> 20} MB free and a run needs {RUN_NEEDS_BYTES >> 20} MB"
+        )
+    return shm / name, None
+
+
+def _fallback(name: str, why: str | None) -> tuple[Path, str | None]:
+    base = Path(tempfile.gettempdir()) / name
+    problem = _unusable(base)
+    if problem:
+        raise errors.ConfigError(
+            f"No usable directory for the run's state: {why or '/dev/shm does not exist'}, and "
+            f"{problem}. Set {STATE_DIR_ENV} to a writable directory."
+        )
+    if why is None:
+        return base, None  # no /dev/shm on this OS: nothing to explain
+    return base, f"run state in {base}: {why} (set {STATE_DIR_ENV} to choose)"
+
+
+def _unusable(base: Path) -> str | None:
+    """Why *base* cannot hold run state, or None: created if missing, and written to."""
+    try:
+        base.mkdir(mode=0o711, parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{base} is not a directory"
+    except OSError as error:
+        return f"{base} cannot be created ({error.strerror or error})"
+    if not base.is_dir():
+        return f"{base} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        return f"{base} is not writable ({error.strerror or error})"
+    return None
+
+
+def free_bytes(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
 
 
 def new_run_id() -> str:
@@ -67,10 +147,21 @@ class RunDirectory:
     def run_id(self) -> str:
         return self.path.name
 
+    @property
+    def root(self) -> Path:
+        """The state directory the run lives in (its ``cache`` is shared by runs)."""
+        return self.path.parent.parent
+
     @classmethod
     def create(cls, root: Path, run_id: str | None = None) -> RunDirectory:
+        """A new run owned by this process, which holds its owner lock until it exits."""
         path = root / "runs" / (run_id or new_run_id())
         path.mkdir(mode=0o700, parents=True)
+        # Locked before owner.json exists: a run with an owner file always has a lock.
+        fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _HELD_LOCKS[path] = fd
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         _write_json(path / OWNER_FILE, owner)
         return cls(path)
@@ -80,6 +171,9 @@ class RunDirectory:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        fd = _HELD_LOCKS.pop(self.path, None)
+        if fd is not None:
+            os.close(fd)
 
     def mark_kept(self) -> None:
         """Branches were kept on purpose (--neon-keep-branches): no later run deletes them."""
@@ -176,7 +270,12 @@ class RunDirectory:
 
 
 def abandoned_runs(root: Path) -> list[RunDirectory]:
-    """Runs on this host whose owning process is gone (killed, or crashed hard)."""
+    """Runs whose owning process is gone (killed, or crashed hard).
+
+    The owner's lock decides, so a live run in another PID namespace (another
+    container sharing /dev/shm) is never taken for dead. Runs without a lock
+    file (older versions) are judged by host and pid.
+    """
     runs_dir = root / "runs"
     if not runs_dir.is_dir():
         return []
@@ -189,12 +288,32 @@ def abandoned_runs(root: Path) -> list[RunDirectory]:
             # A run directory without a readable owner file is a create() that was
             # interrupted; give it a minute before calling it abandoned.
             with contextlib.suppress(OSError):
-                if time.time() - path.stat().st_mtime > 60:
+                if time.time() - path.stat().st_mtime > 60 and not _owner_lock_held(path):
                     found.append(RunDirectory(path))
             continue
-        if owner.get("host") == host and not process_alive(int(owner["pid"])):
+        if (path / OWNER_LOCK).exists() and fcntl is not None:
+            if not _owner_lock_held(path):
+                found.append(RunDirectory(path))
+        elif owner.get("host") == host and not process_alive(int(owner["pid"])):
             found.append(RunDirectory(path))
     return found
+
+
+def _owner_lock_held(path: Path) -> bool:
+    """Whether a live process holds *path*'s owner lock (ours counts as held)."""
+    if path in _HELD_LOCKS or fcntl is None:
+        return path in _HELD_LOCKS
+    try:
+        fd = os.open(path / OWNER_LOCK, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if we took it
+    return False
 
 
 def _unwrap(data: dict[str, Any]) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -102,20 +103,23 @@ class AlembicProject:
             )
         return str(path)
 
-    def cache_key(self) -> str:
-        """A hash of what decides the migrated state: the ini, env.py and every script.
+    def cache_key(self, *, parent: str | None = None, server: str = "") -> str:
+        """A hash of what decides the migrated state: the ini, env.py, every file of the
+        script location and of the ``version_locations`` (symlinks followed), the
+        parent it was migrated from and the server (``server_fingerprint``).
 
         Code that migrations import from the application is not part of it;
         ``--neon-no-cache`` forces a migration when that changed.
         """
-        config = self.config()
+        script = self.script_directory()
         digest = hashlib.sha256(self.ini_path.read_bytes())
-        scripts = Path(config.get_main_option("script_location"))
-        if scripts.is_dir():
-            for path in sorted(scripts.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    digest.update(str(path.relative_to(scripts)).encode() + b"\0")
-                    digest.update(path.read_bytes())
+        digest.update(f"\0parent={parent or ''}\0server={server}\0".encode())
+        locations = [Path(script.dir)]
+        locations += [Path(p) for p in getattr(script, "_version_locations", ())]
+        for number, root in enumerate(dict.fromkeys(p.resolve() for p in locations)):
+            for path in _files_under(root):
+                digest.update(f"{number}:{path.relative_to(root)}\0".encode())
+                digest.update(path.read_bytes())
         return digest.hexdigest()
 
     def project_id(self) -> str:
@@ -153,7 +157,7 @@ class AlembicProject:
                     migration_context = environment.get_context()
                 if connection.in_transaction():
                     connection.commit()
-            except Exception as error:
+            except (Exception, SystemExit) as error:  # sys.exit() in env.py: one clear error
                 with contextlib.suppress(Exception):
                     connection.rollback()
                 raise self._explain_failure(error, script) from error
@@ -184,7 +188,7 @@ class AlembicProject:
                 "run_migrations_online() use it:\n\n" + ENV_PY_SNIPPET
             )
 
-    def _explain_failure(self, error: Exception, script) -> MigrationError:
+    def _explain_failure(self, error: BaseException, script) -> MigrationError:
         if isinstance(error, MigrationError):
             return error
         if isinstance(error, ForeignDatabaseError):  # env.py reached for another database
@@ -196,14 +200,53 @@ class AlembicProject:
                 f"Migration {revision.revision} ({revision.doc or 'no message'}, "
                 f"{revision.path}) failed"
             )
-        if isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
+        if isinstance(error, SystemExit):
+            detail = (
+                f"sys.exit({error.code!r}) was called while migrating (in env.py or a revision), "
+                "which would end the test run. Raise an exception instead, or skip the exit "
+                "when config.attributes['connection'] is set."
+            )
+        elif isinstance(error, sa.exc.DBAPIError) and error.orig is not None:
             # The database's own words and the statement, without SQLAlchemy's wrapping.
             detail = f"{type(error.orig).__name__}: {str(error.orig).strip()}"
             if error.statement:
                 detail += f"\nSQL: {error.statement.strip()}"
         else:
             detail = f"{type(error).__name__}: {str(error).strip()}"
+        from .server.extensions import missing_extension, remedies
+
+        extension = missing_extension(detail)
+        if extension is not None:
+            detail += "\n" + remedies(extension)
         return MigrationError(f"{where}: {mask_text(detail)}")
+
+
+def _files_under(root: Path) -> list[Path]:
+    """Every file under *root*, through symlinked files and directories (once each)."""
+    found: list[Path] = []
+    seen: set[str] = set()
+    for directory, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:  # a symlink loop, or a directory reached twice
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        found += [Path(directory, name) for name in sorted(filenames)]
+    return [path for path in found if path.is_file()]
+
+
+def server_fingerprint(connection_string: str) -> str:
+    """The server's version and the extensions it offers: the same migrations can
+    leave another state on another build (``CREATE EXTENSION IF NOT EXISTS``)."""
+    import psycopg
+
+    with psycopg.connect(connection_string, connect_timeout=10) as connection:
+        row = connection.execute(
+            "SELECT current_setting('server_version_num'), string_agg(name || '=' || "
+            "coalesce(default_version, ''), ',' ORDER BY name) FROM pg_available_extensions"
+        ).fetchone()
+    return f"{row[0]}:{row[1]}" if row else ""
 
 
 def failing_revision(error: BaseException, script):

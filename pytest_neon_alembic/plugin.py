@@ -15,7 +15,7 @@ from . import alembic_fixtures, guard, hooks, redirect
 from .async_fixtures import neon_async_engine, neon_async_session  # noqa: F401
 from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
 from .config import OPTIONS, early_env_var_names, read_settings
-from .coordination import RunDirectory, state_root
+from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
 from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
     SESSION_KEY,
@@ -55,6 +55,7 @@ ALLOWED_URLS_HELP = (
     "Databases the connection guard lets tests reach although the run did not create them: "
     "host[:port][/database] patterns with *, whitespace-separated."
 )
+STATE_NOTE_KEY = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -142,9 +143,21 @@ def pytest_configure(config: pytest.Config) -> None:
         run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))
         session = BranchSession(settings, run, owner=False, worker=workerinput["workerid"])
     else:
+        try:
+            root, note = choose_state_root()
+        except NeonAlembicError as error:
+            raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
+        if note:
+            config.stash[STATE_NOTE_KEY] = note
         with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
-            reap_abandoned_runs()
-        run = RunDirectory.create(state_root())
+            reap_abandoned_runs(root)
+        try:
+            run = RunDirectory.create(root)
+        except OSError as error:
+            raise pytest.UsageError(
+                f"pytest-neon-alembic: cannot create the run's directory in {root}: {error}. "
+                f"Free some space there, or set {STATE_DIR_ENV} to another directory."
+            ) from None
         session = BranchSession(settings, run, owner=True, worker="main")
     config.stash[SESSION_KEY] = session
     connection_guard = config.stash.get(GUARD_KEY, None)
@@ -154,6 +167,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(alembic_fixtures, "neon-alembic-fixtures")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHandOver(run), "neon-alembic-xdist")
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """One line when the run's state is not where it usually is (a small /dev/shm)."""
+    note = config.stash.get(STATE_NOTE_KEY, None)
+    return f"pytest-neon-alembic: {note}" if note else None
 
 
 class _XdistHandOver:

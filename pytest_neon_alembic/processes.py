@@ -21,3 +21,12 @@ def process_alive(pid: int) -> bool:
         return state not in ("Z", "X")
     except (OSError, IndexError):  # no /proc (macOS): kill(0) has to do
         return True
+
+
+def pid_namespace() -> str:
+    """This process's PID namespace ("" where there is no /proc): a pid recorded in
+    another namespace (another container) says nothing about liveness here."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""

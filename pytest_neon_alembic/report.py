@@ -27,6 +27,7 @@ class Report:
     resets: int = 0
     clean: int = 0
     durations: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each, after the figures
 
     def lines(self) -> list[str]:
         migration = (
@@ -45,7 +46,7 @@ class Report:
         if self.durations:
             resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
         lines.append(resets)
-        return lines
+        return lines + self.notes
 
 
 def read_report(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 from .backend_start import build_backend
 from .backends.local import LocalBackend
 from .config import Settings
-from .coordination import RunDirectory, abandoned_runs, state_root
+from .coordination import RunDirectory, abandoned_runs
 from .errors import NeonAlembicError
 from .report import Report, read_report
 
@@ -39,23 +40,60 @@ def finish_run(
                 with contextlib.suppress(NeonAlembicError):
                     backend.keep_branch(recorded.branch)
         else:
-            for recorded in reversed(pending):
-                with contextlib.suppress(NeonAlembicError):
+            for number, recorded in enumerate(reversed(pending)):
+                try:
                     backend.delete_branch(recorded.branch)
-                    run.record_deleted(recorded.branch)
-                    report.deleted += 1
+                except NeonAlembicError:
+                    if backend_state.get("server"):
+                        # The embedded server is unusable (crashed, full disk): its
+                        # cluster, with every branch in it, goes with the run directory.
+                        gone = len(pending) - number
+                        report.deleted += gone
+                        report.notes.append(
+                            f"branches: {gone} removed with the embedded server's files (it "
+                            "could not be reached to drop them)"
+                        )
+                        break
+                    continue
+                run.record_deleted(recorded.branch)
+                report.deleted += 1
     finally:
         backend.close()
         if backend_state.get("server") and not settings.keep_branches:
-            from .server.embedded import EmbeddedServer
-
-            server = EmbeddedServer.from_state(backend_state["server"])
-            server.stop()
-            if report.cache == "stored":
-                server.save_snapshot()  # the next run starts with the migrated state
+            _stop_server(backend_state["server"], report)
     if not settings.keep_branches:
         _remove_run(run)
     return report
+
+
+def _stop_server(state: dict, report: Report) -> None:
+    """Stop the embedded server; keep its cluster for the next run if this run stored a
+    migrated state and the cluster holds nothing else (never after a crash or a full disk)."""
+    from .server.embedded import EmbeddedServer
+
+    server = EmbeddedServer.from_state(state)
+    leftovers = _other_databases(server.admin_url) if report.cache == "stored" else []
+    server.stop()
+    if report.cache != "stored":
+        return
+    why = f"databases left in it: {', '.join(leftovers)}" if leftovers else server.save_snapshot()
+    if why:
+        report.notes.append(f"cache: the migrated state was not kept ({why})")
+
+
+def _other_databases(admin_url: str) -> list[str]:
+    """Databases other than the built-in ones and cached states (["?"]: cannot tell)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_url, connect_timeout=5) as connection:
+            rows = connection.execute(
+                "SELECT datname FROM pg_database WHERE datname NOT IN "
+                "('postgres', 'template0', 'template1') AND datname NOT LIKE 'pytest\\_cache\\_%'"
+            ).fetchall()
+    except psycopg.Error:
+        return ["? (the server cannot be reached)"]
+    return [name for (name,) in rows]
 
 
 def _remove_run(run: RunDirectory) -> None:
@@ -69,13 +107,13 @@ def _remove_run(run: RunDirectory) -> None:
     run.remove()
 
 
-def reap_abandoned_runs() -> list[str]:
+def reap_abandoned_runs(root: Path) -> list[str]:
     """Clean up after runs whose process was killed: servers, databases, files."""
     from .server.embedded import stop_abandoned_server
     from .server.standby import stop_hot_standby
 
     cleaned = []
-    for run in abandoned_runs(state_root()):
+    for run in abandoned_runs(root):
         stop_hot_standby(run.path)  # nothing to do unless the run had read-only access
         stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
         state = run.done_quietly("backend")

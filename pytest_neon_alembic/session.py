@@ -24,7 +24,7 @@ from .config import Settings
 from .coordination import RunDirectory
 from .errors import GuardError, MigrationError, NeonAlembicError
 from .guard import ConnectionVariables, OwnedTargets, Target
-from .migrations import AlembicProject
+from .migrations import AlembicProject, server_fingerprint
 from .redirect import FOLLOW, OuterTransaction
 from .report import Report
 from .resets import IsolatedResets
@@ -186,7 +186,13 @@ class BranchSession:
             return
         self.guard(branch, "migrate")
         prefix = f"pytest_cache_{project.project_id()[:8]}_"
-        cache_name = None if self.settings.no_cache else prefix + project.cache_key()[:16]
+        cache_name = None
+        if not self.settings.no_cache:
+            key = project.cache_key(
+                parent=self.settings.parent_branch,
+                server=server_fingerprint(branch.connection_string),
+            )
+            cache_name = prefix + key[:16]
         if cache_name and self.backend.restore_cached(branch, cache_name):
             self.run.record_event("cache", hit=True)
             return

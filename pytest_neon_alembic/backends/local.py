@@ -10,10 +10,12 @@ cleaned up by the next one without touching anything else on the server.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -24,6 +26,7 @@ from psycopg import sql
 from .. import isolation
 from ..branch import NeonBranch
 from ..errors import ServerError
+from ..processes import pid_namespace
 from ..redact import mask_text, mask_url
 from ..urls import replace_database
 from .base import Backend
@@ -37,8 +40,9 @@ MARKER_KEY = "pytest_neon_alembic"
 def _remedy(server_label: str) -> str:
     if server_label == "embedded":
         return (
-            "The embedded PostgreSQL server is not running any more (killed, or out of "
-            "memory?); its log is postgres.log in the run directory. Run the tests again."
+            "The embedded PostgreSQL server stopped working (killed, out of memory or disk "
+            "space, or stopped with SIGSTOP for too long?); its log is postgres.log in the run "
+            "directory. Run the tests again."
         )
     return (
         "Check that the server is running and that the URL's host, port, user and password "
@@ -100,7 +104,10 @@ class LocalBackend(Backend):
     def _detect(self, action: Callable[[psycopg.Connection], T]) -> T:
         """Write detection on the admin connection; a server that went away is one clear error."""
         try:
-            return action(self._admin())
+            try:
+                return action(self._admin())
+            except psycopg.OperationalError:
+                return action(self._reconnected_admin())  # a test terminated it?
         except psycopg.OperationalError as error:
             raise ServerError(
                 f"Lost the connection to PostgreSQL at {mask_url(self.admin_url)}: "
@@ -113,9 +120,16 @@ class LocalBackend(Backend):
         if isinstance(statement, sql.Composable):
             # DDL of ours takes transaction ids: a kept marker would count them.
             self._next_markers.clear()
+        own = connection is None
         connection = connection or self._admin()
         try:
-            cursor = connection.execute(statement, params)
+            try:
+                cursor = connection.execute(statement, params)
+            except psycopg.OperationalError:
+                if not own:
+                    raise
+                connection = self._reconnected_admin()  # a test terminated it?
+                cursor = connection.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
         except psycopg.Error as error:
             text = (
@@ -127,6 +141,19 @@ class LocalBackend(Backend):
                 f"PostgreSQL refused `{mask_text(str(text))}` on {mask_url(self.admin_url)}: "
                 f"{mask_text(str(error)).strip()}"
             ) from None
+
+    def _reconnected_admin(self) -> psycopg.Connection:
+        """After an OperationalError on the admin connection (called in its handler): a
+        new one if it broke and the server still answers -- a test may have run
+        pg_terminate_backend on every session -- else that error again."""
+        error = sys.exc_info()[1]
+        assert error is not None
+        if self._connection is None or not self._connection.broken:
+            raise error
+        try:
+            return self._admin()
+        except ServerError:
+            raise error from None
 
     @property
     def server_version(self) -> int:
@@ -188,20 +215,30 @@ class LocalBackend(Backend):
             )
         self._terminate_connections(source.branch_id)
         self._clone(source.branch_id, name)
+        try:
+            url = self._read_only_url(name)
+        except BaseException:
+            with contextlib.suppress(ServerError):  # not recorded yet: nobody else would drop it
+                self._drop_database(name)
+                self._drop_role(name)
+            raise
+        return self._branch(name, parent_id=source.branch_id, read_only=True, url=url)
+
+    def _read_only_url(self, name: str) -> str:
+        """The role that may only read the clone ``name``, and the URL that reaches it:
+        on a hot standby of the embedded server, else with read-only startup options."""
         password = read_only_role(self._execute, replace_database(self.admin_url, name), name)
         url = replace_database(self.admin_url, name, user=name, password=password)
-        if self.embedded_server is not None:
-            from ..server.embedded import EmbeddedServer
-            from ..server.standby import start_hot_standby
-
-            standby = start_hot_standby(EmbeddedServer.from_state(self.embedded_server))
-            # The credentials work on the standby only, which cannot write.
-            self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
-            url = url.replace(f":{urlsplit(url).port}/", f":{standby.port}/", 1)
-        else:
+        if self.embedded_server is None:
             # Startup options override whatever the role sets for itself later.
-            url += "?options=-c%20default_transaction_read_only%3Don"
-        return self._branch(name, parent_id=source.branch_id, read_only=True, url=url)
+            return url + "?options=-c%20default_transaction_read_only%3Don"
+        from ..server.embedded import EmbeddedServer
+        from ..server.standby import start_hot_standby
+
+        standby = start_hot_standby(EmbeddedServer.from_state(self.embedded_server))
+        # The credentials work on the standby only, which cannot write.
+        self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        return url.replace(f":{urlsplit(url).port}/", f":{standby.port}/", 1)
 
     def seal(self, branch: NeonBranch) -> list[list[Any]]:
         """After migrations: sequences sealed for write detection, and no session left
@@ -266,23 +303,43 @@ class LocalBackend(Backend):
 
     def restore_cached(self, branch: NeonBranch, cache_name: str) -> bool:
         """Make ``branch`` a copy of the cached migrated state, if the server has it."""
-        if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
-            return False
-        self._drop_database(branch.branch_id)
-        self._clone(cache_name, branch.branch_id)
+        with self._cache_lock(cache_name):
+            if not self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+                return False
+            self._drop_database(branch.branch_id)
+            self._clone(cache_name, branch.branch_id)
         return True
 
     def store_cached(self, branch: NeonBranch, cache_name: str, project_prefix: str) -> None:
-        """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones."""
-        stale = self._execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
-            (project_prefix.replace("_", "\\_") + "%", cache_name),
-        )
-        for (name,) in stale:
-            self._drop_database(name)
-        self._terminate_connections(branch.branch_id)
-        self._clone(branch.branch_id, cache_name)
-        self._comment(cache_name, {"cache": cache_name})
+        """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones.
+
+        Runs sharing a server (parallel CI jobs on one service) take turns: a
+        run that finds the entry already stored by another keeps that one.
+        """
+        with self._cache_lock(cache_name):
+            if self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
+                return
+            stale = self._execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s",
+                (project_prefix.replace("_", "\\_") + "%", cache_name),
+            )
+            for (name,) in stale:
+                self._drop_database(name)
+            self._terminate_connections(branch.branch_id)
+            self._clone(branch.branch_id, cache_name)
+            self._comment(cache_name, {"cache": cache_name})
+
+    @contextlib.contextmanager
+    def _cache_lock(self, cache_name: str) -> Iterator[None]:
+        """A server-wide lock per project's cache entries (session advisory lock)."""
+        project = cache_name.rsplit("_", 1)[0]
+        key = int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big", signed=True)
+        self._execute("SELECT pg_advisory_lock(%s)", (key,))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ServerError):
+                self._execute("SELECT pg_advisory_unlock(%s)", (key,))
 
     def keep_branch(self, branch: NeonBranch) -> None:
         self._comment(branch.branch_id, {"kept": True})
@@ -338,11 +395,12 @@ class LocalBackend(Backend):
             "parent_database": self.parent_database,
             "server_label": self.server_label,
             "embedded_server": self.embedded_server,
+            "can_create_roles": self.can_create_roles,
         }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> LocalBackend:
-        return cls(
+        backend = cls(
             state["admin_url"],
             run_id=state["run_id"],
             owner_pid=state["owner_pid"],
@@ -350,6 +408,8 @@ class LocalBackend(Backend):
             server_label=state["server_label"],
             embedded_server=state.get("embedded_server"),
         )
+        backend.can_create_roles = state.get("can_create_roles", True)
+        return backend
 
     def drop_abandoned(self, is_abandoned: Any) -> list[str]:
         """Drop databases (and roles) whose marker names a run for which ``is_abandoned`` holds."""
@@ -411,6 +471,7 @@ class LocalBackend(Backend):
             "SELECT xmin::text FROM pg_database WHERE datname = %s", (name,), connection
         )
         owner = {"run": self.run_id, "pid": self.owner_pid, "host": socket.gethostname()}
+        owner["pidns"] = pid_namespace()
         self._comment(name, owner, connection, close_to_public=True)
         return {int(row[0]) for row in created}
 

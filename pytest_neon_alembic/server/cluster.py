@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import shutil
 from pathlib import Path
 
 from ..errors import ServerError
-from .binaries import BINDIR_ENV_VAR
+from .binaries import BINDIR_ENV_VAR, major_of
 from .cache import binaries_key, build_once
 from .system_user import RunAs, command_output
 
@@ -45,7 +44,12 @@ def _settings(major: int) -> list[tuple[str, str]]:
         return list(_TEST_SETTINGS)
     # One SCRAM iteration instead of 4096: every test connection pays the
     # hashing on both ends, and a random password gains nothing from stretching.
-    return [*_TEST_SETTINGS, ("scram_iterations", "1")]
+    settings = [*_TEST_SETTINGS, ("scram_iterations", "1")]
+    if major >= 18:
+        # No I/O worker processes: a server on tmpfs gains nothing from them, and
+        # starting them costs ~40 ms of every start (measured, 152 -> 113 ms warm).
+        settings.append(("io_method", "sync"))
+    return settings
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -58,7 +62,7 @@ def _initdb(
     bindir: Path, version: str, ld_library_path: str, build_dir: Path, run_as: RunAs
 ) -> str:
     """Run initdb into ``build_dir/"pgdata"``; return the superuser password."""
-    major = int(re.match(r"\d+", version).group())  # type: ignore[union-attr]
+    major = major_of(version)
     build_dir.mkdir(mode=0o700)
     run_as.chown(build_dir)
     password = secrets.token_urlsafe(24)
@@ -167,6 +171,7 @@ def copy_snapshot(snapshot_dir: Path, data_dir: Path, initdb_ran: bool) -> bool:
     from filelock import FileLock
 
     with FileLock(str(_snapshot_lock(snapshot_dir))):
+        _remove_interrupted_saves(snapshot_dir)
         if not (snapshot_dir / "pgdata" / "PG_VERSION").is_file():
             return False
         if initdb_ran:
@@ -177,19 +182,23 @@ def copy_snapshot(snapshot_dir: Path, data_dir: Path, initdb_ran: bool) -> bool:
 
 
 def save_snapshot(data_dir: Path, snapshot_dir: Path) -> None:
-    """Move a stopped cluster to *snapshot_dir*, atomically replacing an older one."""
+    """Move a stopped cluster to *snapshot_dir*, atomically replacing an older one.
+
+    All of it under the lock: whatever staging or retired directory someone
+    else's save left is then known to be left by a process killed midway.
+    """
     from filelock import FileLock
 
     staging = snapshot_dir.with_name(f"{snapshot_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(mode=0o711)
-    shutil.move(str(data_dir), str(staging / "pgdata"))
     retired = snapshot_dir.with_name(f"{snapshot_dir.name}.old-{os.getpid()}")
     with FileLock(str(_snapshot_lock(snapshot_dir))):
+        _remove_interrupted_saves(snapshot_dir)
+        staging.mkdir(mode=0o711)
+        shutil.move(str(data_dir), str(staging / "pgdata"))
         if snapshot_dir.exists():
             os.rename(snapshot_dir, retired)
         os.rename(staging, snapshot_dir)
-        family = snapshot_dir.name.rsplit(".snapshot-", 1)[0] + ".snapshot-"
+        family = _family(snapshot_dir)
         snapshots = sorted(
             (p for p in snapshot_dir.parent.glob(family + "*") if "." not in p.name[len(family) :]),
             key=lambda p: p.stat().st_mtime,
@@ -197,4 +206,16 @@ def save_snapshot(data_dir: Path, snapshot_dir: Path) -> None:
         )
         for old in snapshots[_SNAPSHOTS_KEPT:]:
             shutil.rmtree(old, ignore_errors=True)
-    shutil.rmtree(retired, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
+
+
+def _family(snapshot_dir: Path) -> str:
+    return snapshot_dir.name.rsplit(".snapshot-", 1)[0] + ".snapshot-"
+
+
+def _remove_interrupted_saves(snapshot_dir: Path) -> None:
+    """Staging and retired directories of saves killed midway (call under the lock)."""
+    family = _family(snapshot_dir)
+    for pattern in ("*.tmp-*", "*.old-*"):
+        for leftover in snapshot_dir.parent.glob(family + pattern):
+            shutil.rmtree(leftover, ignore_errors=True)

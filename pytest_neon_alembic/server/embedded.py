@@ -27,11 +27,12 @@ from typing import Any
 
 from ..errors import PostgresNotFoundError, ServerError
 from ..processes import process_alive
-from . import cache, cluster, postmaster
+from . import cache, cluster, extensions, postmaster
 from .binaries import (
     BINDIR_ENV_VAR,
     REMEDIES,
     find_postgres_bindir,
+    major_of,
     missing_binaries,
     postgres_version,
 )
@@ -113,6 +114,7 @@ class EmbeddedServer:
     def __post_init__(self) -> None:
         self.server_version = self.server_version or self.version
         self._stopped = False
+        self.stopped_cleanly = False  # by a fast shutdown that finished in time
 
     @property
     def masked_admin_url(self) -> str:
@@ -133,13 +135,15 @@ class EmbeddedServer:
         *,
         bindir: Path | None = None,
         snapshot: str | None = None,
+        pg_version: int | None = None,
     ) -> EmbeddedServer:
         """Start a server in ``run_dir`` (``pgdata``, ``socket``, ``postgres.log``).
 
         The cluster is copied from the snapshot named *snapshot* (see
         :meth:`save_snapshot`) if there is one, else from the cached initdb
         template.  *run_dir* must not contain ``pgdata`` yet.  *bindir*
-        defaults to :func:`find_postgres_bindir`.
+        defaults to :func:`find_postgres_bindir` (of major version *pg_version*,
+        if given).
 
         As root every parent of *run_dir* must be o+x, and *run_dir* itself is
         made o+x: files the caller keeps in it that hold secrets (such as
@@ -153,7 +157,7 @@ class EmbeddedServer:
         run_dir = Path(run_dir).absolute()
         cache_dir = Path(cache_dir).absolute()
         try:
-            return cls._start(run_dir, cache_dir, bindir, snapshot)
+            return cls._start(run_dir, cache_dir, bindir, snapshot, pg_version)
         except OSError as exc:  # anything not already turned into a ServerError
             raise ServerError(
                 f"Could not set up the embedded PostgreSQL server in {run_dir} (cache directory "
@@ -162,9 +166,16 @@ class EmbeddedServer:
 
     @classmethod
     def _start(
-        cls, run_dir: Path, cache_dir: Path, bindir: Path | None, snapshot: str | None
+        cls,
+        run_dir: Path,
+        cache_dir: Path,
+        bindir: Path | None,
+        snapshot: str | None,
+        pg_version: int | None,
     ) -> EmbeddedServer:
-        source_bindir = Path(bindir).resolve() if bindir is not None else find_postgres_bindir()
+        source_bindir = (
+            Path(bindir).resolve() if bindir is not None else find_postgres_bindir(pg_version)
+        )
         missing = missing_binaries(source_bindir)
         if missing:
             raise PostgresNotFoundError(
@@ -207,6 +218,9 @@ class EmbeddedServer:
             log_file = run_dir / "postgres.log"
             log_file.touch(mode=0o600)
             run_as.chown(log_file)
+            extension_path = ""
+            if major_of(version) >= 18:  # extension_control_path is new in 18
+                extension_path = extensions.install_compat(run_dir / "extensions")
         except OSError as exc:
             raise ServerError(
                 f"Could not prepare the embedded server's files in {run_dir}: {exc}. Check free "
@@ -228,12 +242,16 @@ class EmbeddedServer:
             initdb_ran=initdb_ran,
             snapshot_dir=snapshot_dir,
         )
-        server._launch(run_as, password)
+        server._launch(run_as, password, extension_path)
         return server
 
-    def _launch(self, run_as: RunAs, password: str) -> None:
+    def _launch(self, run_as: RunAs, password: str, extension_path: str) -> None:
         """Start on a free port (retrying on port clashes), then prove we can log in."""
         failure = ""
+        # pg_ctl runs the postmaster through /bin/sh: quoted, "$system" stays as is.
+        extra = (
+            f" -c extension_control_path={shlex.quote(extension_path)}" if extension_path else ""
+        )
         for _attempt in range(_MAX_PORT_ATTEMPTS):
             port = _free_port()
             offset = self.log_file.stat().st_size
@@ -251,7 +269,7 @@ class EmbeddedServer:
                 "-o",
                 # No autovacuum: its ANALYZE takes transaction ids, which write
                 # detection would count as a test's write (a needless reset).
-                f"-p {port} -k {sockets} -c autovacuum=off",
+                f"-p {port} -k {sockets} -c autovacuum=off{extra}",
             ]
             pid, returncode, output = postmaster.start(
                 run_as, args, self.data_dir, self.ld_library_path, _START_TIMEOUT + 30
@@ -316,6 +334,7 @@ class EmbeddedServer:
         """
         if self._stopped:
             return
+        self.stopped_cleanly = False
         pid = postmaster.recorded_pid(self.data_dir) or self.pid
         if not postmaster.is_postmaster_of(pid, self.data_dir):
             postmaster.release_shared_memory(self.data_dir)  # if it crashed or was killed
@@ -329,6 +348,7 @@ class EmbeddedServer:
                 (signal.SIGQUIT, "immediate", _IMMEDIATE_TIMEOUT),
             ),
         )
+        self.stopped_cleanly = not notes
         if postmaster.is_postmaster_of(pid, self.data_dir):
             details = "\n".join(notes)
             raise ServerError(
@@ -337,14 +357,31 @@ class EmbeddedServer:
             )
         self._stopped = True
 
-    def save_snapshot(self) -> None:
-        """Keep this stopped server's cluster as the snapshot it was started with.
+    def save_snapshot(self) -> str | None:
+        """Keep this stopped server's cluster as the snapshot it was started with;
+        None if it was kept, else why not.
 
         The next start with the same snapshot name begins with whatever this
-        cluster holds (a migrated template database).
+        cluster holds (a migrated template database). Only a cluster that
+        stopped cleanly, logged no PANIC and leaves room to copy it again is
+        kept: never one from a run that crashed or filled the disk.
         """
-        if self.snapshot_dir is not None and self._stopped:
-            cluster.save_snapshot(self.data_dir, self.snapshot_dir)
+        if self.snapshot_dir is None:
+            return "no snapshot name"
+        if not (self._stopped and self.stopped_cleanly):
+            return "the server did not shut down cleanly"
+        log = _log_tail(self.log_file, lines=10**6)
+        if re.search(r"PANIC:|No space left on device", log):
+            return f"the server reported errors ({self.log_file})"
+        size = sum(f.stat().st_size for f in self.data_dir.rglob("*") if f.is_file())
+        free = shutil.disk_usage(self.snapshot_dir.parent).free
+        if free < 2 * size:
+            return (
+                f"{free >> 20} MB free in {self.snapshot_dir.parent}, and the cluster is "
+                f"{size >> 20} MB"
+            )
+        cluster.save_snapshot(self.data_dir, self.snapshot_dir)
+        return None
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-serialisable description, so another process can :meth:`from_state` and stop it.

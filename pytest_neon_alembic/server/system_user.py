@@ -25,6 +25,27 @@ from ..errors import ServerError
 #: Unprivileged account the server runs as when the test process is root.
 SYSTEM_USER = "pytest-neon-alembic"
 
+#: The environment variables PostgreSQL's programs get (all others are dropped).
+_PASSED_ENV = frozenset(
+    {
+        "PATH",
+        "TZ",
+        "TZDIR",
+        "TMPDIR",
+        "TMP",
+        "TEMP",
+        "LD_LIBRARY_PATH",
+        "DYLD_LIBRARY_PATH",
+        "DYLD_FALLBACK_LIBRARY_PATH",
+        "ICU_DATA",
+        "SYSTEMROOT",
+        "SYSTEMDRIVE",
+        "WINDIR",
+        "COMSPEC",
+        "PATHEXT",
+    }
+)
+
 
 def is_root() -> bool:
     return os.geteuid() == 0
@@ -74,9 +95,11 @@ class RunAs:
     def _popen_kwargs(
         self, ld_library_path: str | None, extra_env: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        # No PG* variables: a user's PGDATA/PGPORT must not redirect our server.
+        # Only what the programs need: no secret of the test process (NEON_API_KEY,
+        # cloud credentials, DATABASE_URL) reaches the server, its children or its
+        # /proc/<pid>/environ; no PG* variable (a user's PGDATA/PGPORT) redirects it.
         # The C locale keeps the messages we parse in English.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env = {k: v for k, v in os.environ.items() if k.upper() in _PASSED_ENV}
         env["LC_ALL"] = env["LANG"] = "C"
         env.update(extra_env or {})
         if ld_library_path:

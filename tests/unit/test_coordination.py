@@ -306,15 +306,27 @@ def test_abandoned_runs_counts_a_zombie_owner_as_dead(tmp_path: Path) -> None:
         child.wait(timeout=30)
 
 
-def test_abandoned_runs_ignores_live_owners_and_other_hosts(tmp_path: Path) -> None:
+def test_abandoned_runs_judge_by_the_owner_lock_not_by_host_or_pid(tmp_path: Path) -> None:
+    """A live run whose pid means nothing here (another PID namespace: a container sharing
+    /dev/shm) is kept; once its process is gone, it is abandoned, whatever its host."""
     RunDirectory.create(tmp_path, run_id="mine0001")
-    subprocess.run([sys.executable, "-c", CREATE_RUN, str(tmp_path), "remote01"], check=True)
-    remote = tmp_path / "runs" / "remote01" / OWNER_FILE
-    owner = json.loads(remote.read_text())
-    owner["host"] = socket.gethostname() + "-another-machine"
-    remote.write_text(json.dumps(owner))
-
-    assert abandoned_runs(tmp_path) == []
+    owner = subprocess.Popen(
+        [sys.executable, "-c", CREATE_RUN + "sys.stdin.read()\n", str(tmp_path), "remote01"],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        remote = tmp_path / "runs" / "remote01" / OWNER_FILE
+        deadline = time.monotonic() + 60
+        while not remote.exists():
+            assert time.monotonic() < deadline, "the other run never started"
+            time.sleep(0.01)
+        recorded = json.loads(remote.read_text())
+        recorded.update(host=socket.gethostname() + "-elsewhere", pid=2**22 + 7)  # no such pid
+        remote.write_text(json.dumps(recorded))
+        assert abandoned_runs(tmp_path) == []
+    finally:
+        owner.communicate(b"", timeout=60)
+    assert [run.run_id for run in abandoned_runs(tmp_path)] == ["remote01"]
 
 
 def test_abandoned_runs_waits_a_minute_for_a_run_without_owner_file(tmp_path: Path) -> None:

