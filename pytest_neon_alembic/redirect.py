@@ -11,9 +11,9 @@ it, for every engine, sync and async, whatever the driver:
 * pool ``checkout`` drops a pooled connection made for another branch, before
   the branch's last reset, or on another event loop (pytest-asyncio gives each
   test its own), so the engine reconnects — no ``pool_pre_ping`` needed;
-* with the ``transaction`` strategy, a sync engine's new connections are the
-  test's one connection in its outer transaction, where ``commit()`` and
-  ``rollback()`` work on a savepoint: the app commits, nothing persists.
+* with the ``transaction`` strategy, a sync psycopg engine's new connections
+  are the test's one connection in its outer transaction, where ``commit()``
+  and ``rollback()`` work on a savepoint: the app commits, nothing persists.
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ def route(dialect: Any, connection_record: Any, cparams: dict[str, Any]) -> Any:
             )
             cparams["server_settings"] = {**cparams.get("server_settings", {}), **settings}
     connection_record.info["neon_follow"] = FOLLOW.key(target)
-    if target.outer is not None and dialect.driver in ("psycopg", "psycopg2"):
+    if target.outer is not None and dialect.driver == "psycopg" and not dialect.is_async:
+        # The outer transaction is on the plugin's psycopg 3 engine; other drivers commit
+        # for real and the branch is reset after the test, as with the branch strategy.
         return SavepointConnection(target.outer)
     return None
 

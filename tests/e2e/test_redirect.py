@@ -374,3 +374,43 @@ def test_pytest_neon_3_users_migration_path(neon_project: NeonProject, branch: s
         assert "replace neon_branch with neon_branch_dirty in 'users'" in result.stderr.str()
     else:
         result.assert_outcomes(passed=1)
+
+
+def test_transaction_strategy_with_other_drivers_resets_instead(neon_project: NeonProject) -> None:
+    """psycopg2 and async engines commit for real under the transaction strategy; the
+    branch is reset after the test, so the next test still starts clean."""
+    neon_project.write_alembic("connect")
+    neon_project.pytester.makepyfile(
+        app=APP,
+        test_tx="""
+        import pytest
+        import sqlalchemy as sa
+
+        import app
+
+        COUNT = sa.text("SELECT count(*) FROM items")
+
+
+        @pytest.mark.neon(reset="transaction")
+        def test_1_psycopg2_commits():
+            with app.engine_psycopg2.begin() as c:
+                c.execute(sa.text("INSERT INTO items (name) VALUES ('psycopg2')"))
+
+
+        @pytest.mark.asyncio
+        @pytest.mark.neon(reset="transaction")
+        async def test_2_async_commits():
+            async with app.async_engine.begin() as c:
+                await c.execute(sa.text("INSERT INTO items (name) VALUES ('asyncpg')"))
+
+
+        @pytest.mark.neon
+        def test_3_clean_again():
+            with app.engine_psycopg2.connect() as c:
+                assert c.execute(COUNT).scalar() == 1
+        """,
+    )
+    result = neon_project.run("-o", "asyncio_default_fixture_loop_scope=function")
+    result.assert_outcomes(passed=3)
+    summary = neon_project.summary(result)
+    assert (summary.resets, summary.clean) == (2, 1), summary.line("resets:")
