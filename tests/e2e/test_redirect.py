@@ -414,3 +414,103 @@ def test_transaction_strategy_with_other_drivers_resets_instead(neon_project: Ne
     result.assert_outcomes(passed=3)
     summary = neon_project.summary(result)
     assert (summary.resets, summary.clean) == (2, 1), summary.line("resets:")
+
+
+def test_marker_module_marker_ini_default_and_async_fixtures(neon_project: NeonProject) -> None:
+    """Which branch a test gets without a fixture argument: ``@pytest.mark.neon`` (isolated),
+    ``pytestmark`` for a module, ini ``neon_default_branch`` for the rest; and the async
+    fixtures under per-test and per-module loops, with both reset strategies."""
+    neon_project.write_alembic("connect")
+    neon_project.pytester.makeini(
+        "[pytest]\nneon_default_branch = readonly\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    where = "SELECT current_database()"
+    neon_project.pytester.makepyfile(
+        app=APP,
+        test_a_default=f"""
+        import os
+
+        import pytest
+        import sqlalchemy as sa
+
+        import app
+
+
+        def test_ini_default_is_readonly():
+            with app.engine.connect() as c:
+                assert c.execute(sa.text("{where}")).scalar().endswith("_readonly")
+            assert os.environ["DATABASE_URL"].endswith("_readonly")
+
+
+        @pytest.mark.neon
+        def test_bare_marker_is_isolated():
+            with app.engine.connect() as c:
+                assert c.execute(sa.text("{where}")).scalar().endswith("_isolated_main")
+        """,
+        test_b_module=f"""
+        import pytest
+        import sqlalchemy as sa
+
+        import app
+
+        pytestmark = pytest.mark.neon("dirty")
+
+
+        def test_module_marker_is_dirty():
+            with app.engine.connect() as c:
+                assert c.execute(sa.text("{where}")).scalar().endswith("_dirty")
+        """,
+        test_c_async="""
+        import pytest
+        import sqlalchemy as sa
+
+        INSERT = sa.text("INSERT INTO items (name) VALUES ('async')")
+        COUNT = sa.text("SELECT count(*) FROM items")
+
+
+        @pytest.mark.asyncio
+        async def test_1_engine_per_test_loop(neon_async_engine):
+            async with neon_async_engine.begin() as c:
+                await c.execute(INSERT)
+
+
+        @pytest.mark.asyncio
+        @pytest.mark.neon(reset="transaction")
+        async def test_2_session_transaction_strategy(neon_async_session):
+            assert await neon_async_session.scalar(COUNT) == 1
+            await neon_async_session.execute(INSERT)
+            await neon_async_session.commit()
+
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_3_module_loop(neon_async_session):
+            assert await neon_async_session.scalar(COUNT) == 1
+
+
+        @pytest.mark.asyncio(loop_scope="module")
+        async def test_4_module_loop_again(neon_async_engine):
+            async with neon_async_engine.connect() as c:
+                assert await c.scalar(COUNT) == 1
+        """,
+    )
+    result = neon_project.run()
+    result.assert_outcomes(passed=7)
+    summary = neon_project.summary(result)
+    assert summary.resets == 2, summary.line("resets:")  # the two async tests that wrote
+
+
+def test_marker_with_an_unknown_branch_is_one_clear_error(neon_project: NeonProject) -> None:
+    neon_project.write_alembic("connect")
+    neon_project.pytester.makepyfile(
+        test_typo="""
+        import pytest
+
+
+        @pytest.mark.neon("readnoly")
+        def test_typo():
+            pass
+        """
+    )
+    result = neon_project.run()
+    result.assert_outcomes(errors=1)
+    assert "@pytest.mark.neon('readnoly') is not understood" in neon_project.output(result)
