@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .migrations import find_alembic_ini
 from .redact import mask_url
 
 BACKENDS = ("auto", "neon", "local")
@@ -106,7 +107,8 @@ OPTIONS: tuple[Option, ...] = (
         "alembic_ini",
         "--neon-alembic-ini",
         "NEON_ALEMBIC_INI",
-        "Path of alembic.ini (default: alembic.ini in the rootdir, if present).",
+        "Path of alembic.ini (default: alembic.ini in the rootdir, else migrations/alembic.ini, "
+        "if present).",
     ),
     Option(
         "alembic_checks",
@@ -142,6 +144,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "int",
     ),
+    Option(
+        "cleanup",
+        "--neon-cleanup",
+        "NEON_CLEANUP",
+        "Run no tests: list this plugin's branches left in the project by earlier runs, and "
+        "delete the stale ones (runs that are over).",
+        False,
+        "bool",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -168,6 +179,7 @@ class Settings:
     reset: str = "branch"
     no_cache: bool = False
     pg_version: int | None = None
+    cleanup: bool = False
     default_branch: str | None = None  # ini neon_default_branch
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
@@ -245,7 +257,8 @@ def read_settings(
     if raw["alembic_checks"] and raw["alembic_ini"] is None:
         raise ConfigError(
             f"{_where('alembic_checks', sources)} asks for pytest-alembic's checks, but there is "
-            f"no alembic.ini in {rootdir}. Pass --neon-alembic-ini=path/to/alembic.ini."
+            f"no alembic.ini in {rootdir} (nor migrations/alembic.ini). Pass "
+            "--neon-alembic-ini=path/to/alembic.ini."
         )
     raw["backend"] = _resolve_backend(raw, sources)
     default_branch = ini("neon_default_branch")
@@ -321,10 +334,10 @@ def _resolve_alembic_ini(
     invocation_dir: Path,
     ini_dir: Path | None,
 ) -> Path | None:
-    """An explicit path must exist; without one, ``alembic.ini`` in the rootdir is optional."""
+    """An explicit path must exist; without one, the rootdir's alembic.ini (or Flask-Migrate's
+    migrations/alembic.ini) is optional."""
     if value is None:
-        candidate = rootdir / "alembic.ini"
-        return candidate if candidate.is_file() else None
+        return find_alembic_ini(rootdir)
     base = (ini_dir or rootdir) if source.startswith("ini option") else invocation_dir
     path = Path(value).expanduser()
     if not path.is_absolute():

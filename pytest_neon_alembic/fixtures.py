@@ -178,12 +178,40 @@ def neon_branch_scope_mismatch(items: list[pytest.Item]) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def neon_apply_migrations(neon_migration_branch: NeonBranch, _neon_session: BranchSession) -> None:
+def neon_migration_context() -> Iterator[Any]:
+    """Wraps the migrations and pytest-alembic's checks; override it in conftest.py.
+
+    A session-long generator: entered the first time a migration or a check
+    needs it (never when the migrated state comes from the cache), left at the
+    end of the session. For example, migrations that need a Flask application
+    context::
+
+        @pytest.fixture(scope="session")
+        def neon_migration_context():
+            with create_app().app_context():
+                yield
+
+    For a history that cannot start from an empty database, yield a
+    ``pytest_neon_alembic.MigrationStart``: its ``create(connection)`` runs on
+    the empty migration branch, which is then stamped (and upgraded from
+    there); the migrated state stays cached::
+
+        yield MigrationStart(create=db.metadata.create_all, stamp="heads")
+    """
+    yield None
+
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(
+    request: pytest.FixtureRequest, neon_migration_branch: NeonBranch, _neon_session: BranchSession
+) -> None:
     """Brings the migration branch to the state every test starts from; runs once per run.
 
     The default runs ``alembic upgrade head`` in-process, with the migration
     branch's connection injected as ``config.attributes["connection"]``, using
-    ``--neon-alembic-ini`` or the rootdir's ``alembic.ini`` (none: no migration).
+    ``--neon-alembic-ini``, the rootdir's ``alembic.ini`` or Flask-Migrate's
+    ``migrations/alembic.ini`` (none: no migration), inside
+    ``neon_migration_context``; its state is cached.
     Override it in ``conftest.py`` for other tools; ``DATABASE_URL`` (or
     ``--neon-env-var``) holds the migration branch while it runs, and with
     pytest-xdist it still runs in one process only::
@@ -192,7 +220,9 @@ def neon_apply_migrations(neon_migration_branch: NeonBranch, _neon_session: Bran
         def neon_apply_migrations(neon_migration_branch):
             subprocess.run(["alembic", "upgrade", "head"], check=True)
     """
-    _neon_session.apply_alembic(neon_migration_branch)
+    _neon_session.apply_alembic(
+        neon_migration_branch, lambda: request.getfixturevalue("neon_migration_context")
+    )
 
 
 @pytest.fixture(scope="session")

@@ -98,8 +98,10 @@ def client(app):
 
 
 @pytest.fixture(scope="session")
-def neon_migration_context(app):
-    with app.app_context():  # Flask-Migrate's env.py needs it
+def neon_migration_context():
+    # Flask-Migrate's env.py needs an app context. An app of its own: a context of the
+    # tests' app left open for the session would keep db.session open across tests.
+    with create_app().app_context():
         yield
 """
 
