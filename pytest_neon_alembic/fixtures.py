@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .branch import NeonBranch
-from .config import BRANCH_KINDS, RESET_STRATEGIES
+from .choice import ENV_VAR_PRIORITY, asked_branch, reset_strategy
 from .errors import NeonAlembicError
 from .redirect import FOLLOW, OuterTransaction
 from .session import BranchSession
@@ -21,35 +21,6 @@ from .urls import sqlalchemy_url
 
 T = TypeVar("T")
 SESSION_KEY = pytest.StashKey[BranchSession]()
-
-# Which branch DATABASE_URL holds during a test: the first of these the test uses.
-ENV_VAR_PRIORITY = (
-    "neon_branch_isolated",
-    "neon_branch_shared",
-    "neon_branch_dirty",
-    "neon_branch_readonly",
-)
-
-
-# The branch behind each public fixture a longer-lived fixture may ask for.
-BRANCH_OF_FIXTURE = {
-    "neon_branch_readonly": "neon_branch_readonly",
-    "neon_engine_readonly": "neon_branch_readonly",
-    "neon_branch_dirty": "neon_branch_dirty",
-    "neon_engine_dirty": "neon_branch_dirty",
-    "neon_branch_shared": "neon_branch_shared",
-    "neon_migration_branch": "neon_migration_branch",
-}
-
-
-def branch_fixture_of(fixturedef: Any) -> str | None:
-    """The branch fixture a session- or module-scoped user fixture asked for, if any.
-
-    Function-scoped fixtures need nothing: the test's own setting is in place.
-    """
-    if fixturedef.scope == "function" or fixturedef.argname.startswith(("neon_", "_neon_")):
-        return None
-    return next((BRANCH_OF_FIXTURE[n] for n in fixturedef.argnames if n in BRANCH_OF_FIXTURE), None)
 
 
 def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
@@ -72,59 +43,6 @@ def _engine(branch: NeonBranch) -> Iterator[sa.Engine]:
     engine = sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
     yield engine
     engine.dispose()
-
-
-STRATEGY_KEY = pytest.StashKey[str]()
-
-
-def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> str:
-    """The test's reset strategy: its ``neon`` marker, else --neon-reset (validated once)."""
-    if STRATEGY_KEY not in request.node.stash:
-        request.node.stash[STRATEGY_KEY] = _strategy_of(request, session)
-    return request.node.stash[STRATEGY_KEY]
-
-
-def _strategy_of(request: pytest.FixtureRequest, session: BranchSession) -> str:
-    marker = _neon_marker(request)
-    if marker is None:
-        return session.settings.reset
-    return marker.kwargs.get("reset", session.settings.reset)
-
-
-def _neon_marker(request: pytest.FixtureRequest) -> Any:
-    """The test's ``neon`` marker, validated: ``neon``, ``neon(kind)``, ``neon(reset=...)``."""
-    marker = request.node.get_closest_marker("neon")
-    if marker is None:
-        return None
-    strategy = marker.kwargs.get("reset", "branch")
-    if (
-        len(marker.args) > 1
-        or (marker.args and marker.args[0] not in BRANCH_KINDS)
-        or set(marker.kwargs) - {"reset"}
-        or strategy not in RESET_STRATEGIES
-    ):
-        given = ", ".join(
-            [repr(a) for a in marker.args] + [f"{k}={v!r}" for k, v in marker.kwargs.items()]
-        )
-        pytest.fail(
-            f"pytest-neon-alembic: @pytest.mark.neon({given}) is not understood; use "
-            f"@pytest.mark.neon (the isolated branch), @pytest.mark.neon(kind) with kind one of "
-            f"{', '.join(repr(k) for k in BRANCH_KINDS)}, and reset= one of "
-            f"{', '.join(RESET_STRATEGIES)}.",
-            pytrace=False,
-        )
-    return marker
-
-
-def _asked_branch(request: pytest.FixtureRequest, session: BranchSession) -> str | None:
-    """The branch fixture a test asks for without an argument: its marker, else the ini
-    ``neon_default_branch``."""
-    marker = _neon_marker(request)
-    if marker is not None:
-        return "neon_branch_" + (marker.args[0] if marker.args else "isolated")
-    if session.settings.default_branch:
-        return "neon_branch_" + session.settings.default_branch
-    return None
 
 
 # -- the migration branch ------------------------------------------------------------------
@@ -158,23 +76,6 @@ def _neon_test_branch(neon_migration_branch: NeonBranch) -> tuple[NeonBranch, bo
     """pytest-neon 3.x's ``(branch, is_creator)`` for existing ``neon_apply_migrations``
     overrides: migrations run in exactly one process here, so it is always the creator."""
     return neon_migration_branch, True
-
-
-def neon_branch_scope_mismatch(items: list[pytest.Item]) -> str | None:
-    """A longer-lived fixture that asks for ``neon_branch``: pytest-neon 3.x's session-long
-    branch, which is ``neon_branch_dirty`` here (``neon_branch`` is 2.3's, per test)."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        for name, definitions in info.name2fixturedefs.items() if info else ():
-            definition = definitions[-1]
-            if definition.scope != "function" and "neon_branch" in definition.argnames:
-                return (
-                    f"fixture {name!r} ({definition.scope}-scoped) asks for neon_branch, which "
-                    "is pytest-neon 2.3's per-test branch here (the isolated branch). pytest-neon "
-                    "3.x's session-long shared branch is neon_branch_dirty: replace neon_branch "
-                    f"with neon_branch_dirty in {name!r}."
-                )
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -291,7 +192,7 @@ def neon_branch_isolated(
     ``neon_session`` runs inside one rolled-back transaction instead, and a
     reset happens only if something was committed anyway.
     """
-    strategy = _reset_strategy(request, _neon_session)
+    strategy = reset_strategy(request, _neon_session)
     marker = _setup(request, lambda: _neon_session.resets.before_test(_neon_isolated_branch))
     yield _neon_isolated_branch
     _setup(
@@ -353,13 +254,13 @@ def _neon_database_url(request: pytest.FixtureRequest) -> Iterator[None]:
     session: BranchSession | None = request.config.stash.get(SESSION_KEY, None)
     chosen = next((name for name in ENV_VAR_PRIORITY if name in request.fixturenames), None)
     if chosen is None and session is not None:
-        chosen = _asked_branch(request, session)
+        chosen = asked_branch(request, session)
     if chosen is None or session is None:
         yield
         return
     branch = request.getfixturevalue(chosen)
     outer = None
-    if chosen == "neon_branch_isolated" and _reset_strategy(request, session) == "transaction":
+    if chosen == "neon_branch_isolated" and reset_strategy(request, session) == "transaction":
         outer = request.getfixturevalue("_neon_outer_transaction")
     with session.environment(branch, outer):
         yield
@@ -410,7 +311,7 @@ def neon_session(
     (``join_transaction_mode="create_savepoint"``). The app's own sync engines
     that follow the test use that same connection and transaction.
     """
-    if _reset_strategy(request, _neon_session) != "transaction":
+    if reset_strategy(request, _neon_session) != "transaction":
         with Session(neon_engine) as session:
             yield session
         return

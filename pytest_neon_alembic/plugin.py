@@ -15,6 +15,7 @@ import pytest
 from . import alembic_fixtures, guard, hooks, redirect
 from .async_fixtures import neon_async_engine, neon_async_session  # noqa: F401
 from .check_items import AlembicCheckItem, AlembicTests, TestsPathBinding, ini_check_items
+from .choice import branch_fixture_of, neon_branch_scope_mismatch
 from .config import OPTIONS, Settings, early_env_var_names, read_settings
 from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
@@ -28,14 +29,12 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_outer_transaction,
     _neon_session,
     _neon_test_branch,
-    branch_fixture_of,
     neon_apply_migrations,
     neon_branch,
     neon_branch_dirty,
     neon_branch_isolated,
     neon_branch_readonly,
     neon_branch_readwrite,
-    neon_branch_scope_mismatch,
     neon_branch_shared,
     neon_connection,
     neon_connection_psycopg,
