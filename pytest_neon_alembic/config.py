@@ -18,6 +18,7 @@ from .migrations import find_alembic_ini
 from .redact import mask_url
 
 BACKENDS = ("auto", "neon", "local")
+BRANCH_KINDS = ("isolated", "readonly", "dirty", "shared")
 RESET_STRATEGIES = ("branch", "transaction")
 DEFAULT_BRANCH_EXPIRY = 600
 DEFAULT_NEON_API_URL = "https://console.neon.tech/api/v2"
@@ -179,6 +180,7 @@ class Settings:
     no_cache: bool = False
     pg_version: int | None = None
     cleanup: bool = False
+    default_branch: str | None = None  # ini neon_default_branch
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
         shown = {
@@ -259,6 +261,15 @@ def read_settings(
             "--neon-alembic-ini=path/to/alembic.ini."
         )
     raw["backend"] = _resolve_backend(raw, sources)
+    default_branch = ini("neon_default_branch")
+    if default_branch not in (None, "", []):
+        default_branch = str(default_branch).strip()
+        if default_branch not in BRANCH_KINDS:
+            raise ConfigError(
+                f"ini option neon_default_branch must be one of {', '.join(BRANCH_KINDS)}; "
+                f"got {default_branch!r}."
+            )
+        raw["default_branch"] = default_branch
     return Settings(**raw)
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from . import alembic_fixtures, guard
+from . import alembic_fixtures, guard, hooks, redirect
+from .async_fixtures import neon_async_engine, neon_async_session  # noqa: F401
 from .check_items import AlembicCheckItem, AlembicTests, TestsPathBinding, ini_check_items
+from .choice import branch_fixture_of, neon_branch_scope_mismatch
 from .config import OPTIONS, Settings, early_env_var_names, read_settings
 from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
@@ -24,8 +26,9 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_isolated_engine,
     _neon_migrated,
     _neon_migration_branch,
+    _neon_outer_transaction,
     _neon_session,
-    branch_fixture_of,
+    _neon_test_branch,
     neon_apply_migrations,
     neon_branch,
     neon_branch_dirty,
@@ -72,6 +75,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(option.flag, **kwargs)
         parser.addini(option.ini, option.help, default=None)
     parser.addini("neon_allowed_urls", ALLOWED_URLS_HELP, type="args", default=[])
+    parser.addini(
+        "neon_default_branch",
+        "The branch every test uses without a fixture argument or marker: isolated, "
+        "readonly, dirty or shared (default: none).",
+        default=None,
+    )
+    for kind, what in (
+        ("neon_engines", "SQLAlchemy engines (sync or async)"),
+        ("neon_sessions", "sessions or scoped_sessions"),
+        ("neon_sessionmakers", "sessionmakers or async_sessionmakers"),
+    ):
+        parser.addini(
+            kind,
+            f"{what} of the app, built from something else than DATABASE_URL, that follow "
+            "the test's branch: import paths (package.module:name), whitespace-separated.",
+            type="args",
+            default=[],
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -90,6 +111,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> 
         guard.AllowedPatterns(early_config.getini("neon_allowed_urls")),
         variables,
     )
+    hooks.install()
     guard.activate(connection_guard)
     early_config.stash[GUARD_KEY] = connection_guard
 
@@ -127,7 +149,9 @@ def _read_settings(config: pytest.Config) -> Settings:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
+        "neon(kind='isolated', reset='branch'|'transaction'): this test uses a database branch "
+        "without a fixture argument — kind is isolated (default), readonly, dirty or shared; "
+        "reset is how neon_branch_isolated is reset after it.",
     )
     settings = _read_settings(config)
 
@@ -188,8 +212,16 @@ class _XdistHandOver:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """pytest-alembic's built-in tests, for --test-alembic and --neon-alembic-checks."""
+    """The app's objects named in ini neon_engines / neon_sessions / neon_sessionmakers
+    follow the test from now on (imported here: a bad path fails the session once); and
+    pytest-alembic's built-in tests, for --test-alembic and --neon-alembic-checks."""
     config = session.config
+    named = {kind: config.getini(kind) for kind in redirect.KINDS}
+    if any(named.values()):
+        try:
+            redirect.follow_named(named)
+        except NeonAlembicError as error:
+            raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
     try:
         enabled = config.getini("pytest_alembic_enabled")
     except ValueError:  # pytest-alembic's plugin is disabled
@@ -206,7 +238,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     branch_session = item.config.stash.get(SESSION_KEY, None)
     if branch_session is not None:
         branch_session.resets.test_started()
-    guard.install_hooks()  # drivers the application imported since
+    hooks.install()  # drivers the application imported since
 
 
 @pytest.hookimpl(wrapper=True)
@@ -280,6 +312,12 @@ def _wants_checks(config: pytest.Config) -> bool:
     return any((invoked / arg.split("::")[0]).resolve() == rootpath for arg in config.args)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    mismatch = neon_branch_scope_mismatch(session.items)
+    if mismatch:
+        raise pytest.UsageError(f"pytest-neon-alembic: {mismatch}")
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     _finish(session.config)
@@ -292,6 +330,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[GUARD_KEY]
         guard.deactivate(connection_guard)
         connection_guard.variables.give_back()
+        redirect.restore_named()
 
 
 def _finish(config: pytest.Config) -> None:

@@ -24,6 +24,7 @@ from .coordination import RunDirectory
 from .errors import GuardError, MigrationError, NeonAlembicError
 from .guard import ConnectionVariables, OwnedTargets, Target
 from .migrations import AlembicProject, MigrationStart, server_fingerprint
+from .redirect import FOLLOW, OuterTransaction
 from .report import Report
 from .resets import IsolatedResets
 from .run_end import finish_run
@@ -218,9 +219,17 @@ class BranchSession:
         return self.create(BranchRole.FRESH, f"fresh_{self.worker}_{self._fresh_count}", None)
 
     @contextlib.contextmanager
-    def environment(self, branch: NeonBranch) -> Iterator[None]:
-        """``DATABASE_URL`` (and every --neon-env-var name) set to ``branch``, then restored."""
-        with ConnectionVariables(self.settings.env_var_names).pointing_at(branch.connection_string):
+    def environment(
+        self, branch: NeonBranch, outer: OuterTransaction | None = None
+    ) -> Iterator[None]:
+        """``DATABASE_URL`` (and every --neon-env-var name) set to ``branch``, and the
+        engines that follow the test pointed at it (``outer``: the test's transaction);
+        both restored afterwards."""
+        url = branch.connection_string
+        with (
+            ConnectionVariables(self.settings.env_var_names).pointing_at(url),
+            FOLLOW.pointing_at(url, outer),
+        ):
             yield
 
     # -- the end -----------------------------------------------------------------------------
