@@ -1,7 +1,8 @@
 """Business operations, each in its own transaction.
 
 Every function opens its own session or connection from the module-level
-engine and commits before returning, the way request handlers usually do. That is exactly what makes
+engine (``example_app.db``) and commits before returning, the way request
+handlers usually do. That is exactly what makes
 testing them with a shared database painful (there is no outer transaction a
 test could roll back) and what a per-test branch makes easy.
 """
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from example_app.db import get_engine, new_session
+from example_app.db import SessionLocal, engine
 from example_app.models import (
     Customer,
     Order,
@@ -47,7 +48,7 @@ def register_customer(email: str, name: str) -> Customer:
     database is the one place that can enforce uniqueness race-free.
     """
     customer = Customer(email=email, name=name)
-    with new_session() as session, session.begin():
+    with SessionLocal() as session, session.begin():
         session.add(customer)
     return customer
 
@@ -67,7 +68,7 @@ def place_order(customer_email: str, items: Iterable[tuple[str, int]]) -> Order:
     if not quantities:
         raise ServiceError("an order needs at least one item")
 
-    with new_session() as session, session.begin():
+    with SessionLocal() as session, session.begin():
         customer = session.scalar(select(Customer).where(Customer.email == customer_email))
         if customer is None:
             raise UnknownCustomerError(f"no customer with e-mail {customer_email!r}")
@@ -107,7 +108,7 @@ def cancel_order(order_id: int) -> Order:
     The row is locked so a concurrent payment cannot slip in between the
     status check and the update.
     """
-    with new_session() as session, session.begin():
+    with SessionLocal() as session, session.begin():
         order = session.scalar(
             select(Order)
             .where(Order.id == order_id)
@@ -130,7 +131,7 @@ def next_invoice_number() -> int:
     ``nextval`` is not transactional: a reserved number is never handed out
     again, even if the caller's transaction rolls back.
     """
-    with get_engine().begin() as connection:
+    with engine.begin() as connection:
         return _draw_invoice_number(connection)
 
 
@@ -143,5 +144,5 @@ def _draw_invoice_number(executor: Session | Connection) -> int:
 
 def count_orders() -> int:
     """Count all orders, whatever their status."""
-    with get_engine().connect() as connection:
+    with engine.connect() as connection:
         return connection.scalar(select(func.count()).select_from(Order)) or 0

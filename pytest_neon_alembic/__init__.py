@@ -9,6 +9,7 @@ from .errors import (
     PostgresNotFoundError,
     ServerError,
 )
+from .migrations import MigrationStart
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,7 @@ __all__ = [
     "ConfigError",
     "GuardError",
     "MigrationError",
+    "MigrationStart",
     "NeonAlembicError",
     "NeonBranch",
     "PostgresNotFoundError",

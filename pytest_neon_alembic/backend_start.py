@@ -31,13 +31,17 @@ def start_backend(
 
         # One API call: checks the key and project, finds the default branch (never
         # touched), resolves the parent, and sweeps stale branches of crashed runs.
-        neon = NeonBackend.from_settings(settings)
+        neon = NeonBackend.from_settings(settings, run_id=run.run_id, owner_pid=owner_pid)
         try:
             swept = neon.start()
         finally:
             neon.close()
-        if swept:
-            run.record_event("swept", branches=swept)
+        if swept.deleted or swept.failed:
+            run.record_event(
+                "swept",
+                branches=[leftover.label() for leftover in swept.deleted],
+                failed=[f"{leftover.label()}: {leftover.reason}" for leftover in swept.failed],
+            )
         # No description now: on Neon it may cost an API call; the report asks later.
         return {"kind": "neon", "neon": neon.to_state(), "server": None}
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .redact import mask_url
+from .urls import sqlalchemy_url
 
 
 class BranchRole(str, enum.Enum):
@@ -46,6 +47,11 @@ class NeonBranch:
             f"read_only={self.read_only}, parent_id={self.parent_id!r}, "
             f"connection_string={mask_url(self.connection_string)!r})"
         )
+
+    def sqlalchemy_url(self, driver: str = "psycopg") -> str:
+        """``connection_string`` as a SQLAlchemy URL that names its driver: ``psycopg``
+        (default; also for ``create_async_engine``), ``psycopg2`` or ``asyncpg``."""
+        return sqlalchemy_url(self.connection_string, driver)
 
     @property
     def key(self) -> str:

@@ -1,64 +1,118 @@
-"""pytest-alembic's checks as test items of the run.
+"""pytest-alembic's built-in tests as test items, on every pytest version.
 
-``--neon-alembic-checks`` adds one test item per check (single head revision,
-upgrade, model definitions match DDL, up/down consistency) at the front of the
-session. The first check item to run executes every selected check, in one
-process of the run (``checks.run_checks``), and records the outcomes; each item
-then reports its own, with pytest-alembic's failure message.
+pytest-alembic binds its tests to one collected file (``--alembic-tests-path``,
+ini ``pytest_alembic_tests_path``, default ``tests/conftest.py``) so that they
+see the fixtures defined there; its collector crashes on pytest >= 9.2
+(``'TestCollector' object has no attribute '_nodeid'``). The plugin blocks that
+collector and registers ``TestsPathBinding`` instead: the same binding, node
+ids, options and items, on any pytest.
+
+- ``--test-alembic``: pytest-alembic's items exactly (its functions, called as
+  they are, with the project's ``alembic_runner``).
+- ``--neon-alembic-checks``: the same tests, bound to the same file when it is
+  collected, else to the project's alembic.ini; run through ``checks.run_check``
+  (failing revision named, hints), wrapped in ``neon_migration_context``, and
+  moved to the front of the session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_alembic.plugin.plugin import PytestAlembicPlugin
 
-from .checks import CHECKS
+from .checks import Selection, run_check
 from .errors import NeonAlembicError
-from .fixtures import SESSION_KEY
 
-SELECTED_KEY = pytest.StashKey[tuple[str, ...]]()
-
-
-class AlembicChecks(pytest.File):
-    """The check items, attached to the project's alembic.ini."""
-
-    def collect(self) -> Iterator[AlembicCheckItem]:
-        for name in CHECKS:
-            yield AlembicCheckItem.from_parent(self, name=name)
+LABEL = "pytest-alembic"  # pytest-alembic's node id part: tests/conftest.py::pytest-alembic::test_x
 
 
-class AlembicCheckItem(pytest.Item):
-    """One of pytest-alembic's default checks, as a test item of the run."""
+def selection(config: pytest.Config) -> Selection:
+    return Selection(config.getini, config.getoption("pytest_alembic_exclude", None))
 
-    def __init__(self, **kwargs: Any) -> None:
+
+class AlembicTests(pytest.Module):
+    """pytest-alembic's built-in tests, bound to one file (its conftest.py, or alembic.ini)."""
+
+    def __init__(self, *, neon: bool = True, label: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.neon = neon
+        if label:
+            _append_to_node_id(self, LABEL)
         self.add_marker("alembic")
 
-    def runtest(self) -> None:
-        from pytest_alembic.plugin.error import AlembicTestFailure
+    def collect(self) -> list[pytest.Item]:
+        tests = selection(self.config).tests(neon_order=self.neon)
+        return [
+            AlembicCheckItem.from_parent(
+                self,
+                name=test.raw_name,
+                callobj=neon_check(test.function) if self.neon else test.function,
+            )
+            for test in tests
+        ]
 
-        session = self.config.stash[SESSION_KEY]
-        selected = self.config.stash.get(SELECTED_KEY, (self.name,))
-        outcome = session.alembic_checks(selected)[self.name]
-        if outcome is not None:
-            raise AlembicTestFailure(outcome["message"], [tuple(c) for c in outcome["context"]])
+    def _getobj(self) -> Any:  # nothing to import: the tests are pytest-alembic's functions
+        return None
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style=None) -> str:
-        if isinstance(excinfo.value, (AssertionError, NeonAlembicError)):
-            return str(excinfo.value)
+
+def _append_to_node_id(node: pytest.Item | pytest.Collector, name: str) -> None:
+    if hasattr(node, "_nodeid"):  # pytest < 9.2
+        node._nodeid += "::" + name
+    else:  # pytest >= 9.2: structured node ids
+        node._id = node._id.child(name)
+
+
+def neon_check(function: Callable[[Any], None]) -> Callable[..., None]:
+    """The test for --neon-alembic-checks: the same function, through run_check, inside
+    ``neon_migration_context``."""
+
+    def check(alembic_runner: Any, neon_migration_context: Any) -> None:
+        run_check(function, alembic_runner)
+
+    check.__name__ = function.__name__
+    check.__doc__ = function.__doc__
+    return check
+
+
+class AlembicCheckItem(pytest.Function):
+    """One of pytest-alembic's built-in tests, reported as ``[pytest-alembic] test_x``."""
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> Any:  # type: ignore[override]
+        neon = getattr(self.parent, "neon", False)
+        if neon and isinstance(excinfo.value, (AssertionError, NeonAlembicError)):
+            return str(excinfo.value)  # pytest-alembic's message, not the plugin's traceback
         return super().repr_failure(excinfo)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"[pytest-alembic] {self.name}"
 
 
-def check_items(session: pytest.Session, ini_path: Path) -> list[pytest.Item]:
-    """The check items, reported as collected (so "collected N items" counts them)."""
-    node = AlembicChecks.from_parent(session, path=ini_path)
-    items: list[pytest.Item] = list(node.collect())
+@dataclass(eq=False)
+class TestsPathBinding(PytestAlembicPlugin):
+    """pytest-alembic's collector plugin, fixed for pytest >= 9.2 and shared with
+    --neon-alembic-checks."""
+
+    neon: bool = False  # --neon-alembic-checks: our items (else --test-alembic's)
+
+    def pytest_collect_file(self, file_path: Path, parent: pytest.Collector):  # type: ignore[override]
+        if self.should_register(file_path):
+            return AlembicTests.from_parent(parent, path=file_path, neon=self.neon)
+        return None
+
+
+def ini_check_items(parent: pytest.Collector, ini_path: Path) -> list[pytest.Item]:
+    """--neon-alembic-checks items bound to alembic.ini (no tests path was collected),
+    reported as collected so that "collected N items" counts them."""
+    node = AlembicTests.from_parent(parent, path=ini_path, label=False)
+    try:
+        items: list[pytest.Item] = list(node.collect())
+    except ValueError as error:  # an unknown test name in pytest-alembic's settings
+        raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
     report = pytest.CollectReport(node.nodeid, "passed", None, items)
-    session.config.hook.pytest_collectreport(report=report)
+    parent.config.hook.pytest_collectreport(report=report)
     return items

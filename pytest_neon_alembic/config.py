@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .migrations import find_alembic_ini
 from .redact import mask_url
 
 BACKENDS = ("auto", "neon", "local")
+BRANCH_KINDS = ("isolated", "readonly", "dirty", "shared")
 RESET_STRATEGIES = ("branch", "transaction")
 DEFAULT_BRANCH_EXPIRY = 600
 DEFAULT_NEON_API_URL = "https://console.neon.tech/api/v2"
@@ -105,7 +107,8 @@ OPTIONS: tuple[Option, ...] = (
         "alembic_ini",
         "--neon-alembic-ini",
         "NEON_ALEMBIC_INI",
-        "Path of alembic.ini (default: alembic.ini in the rootdir, if present).",
+        "Path of alembic.ini (default: alembic.ini in the rootdir, else migrations/alembic.ini, "
+        "if present).",
     ),
     Option(
         "alembic_checks",
@@ -141,6 +144,15 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "int",
     ),
+    Option(
+        "cleanup",
+        "--neon-cleanup",
+        "NEON_CLEANUP",
+        "Run no tests: list this plugin's branches left in the project by earlier runs, and "
+        "delete the stale ones (runs that are over).",
+        False,
+        "bool",
+    ),
 )
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -167,6 +179,8 @@ class Settings:
     reset: str = "branch"
     no_cache: bool = False
     pg_version: int | None = None
+    cleanup: bool = False
+    default_branch: str | None = None  # ini neon_default_branch
 
     def __repr__(self) -> str:  # secrets stay out of reprs, tracebacks and `pytest -l`
         shown = {
@@ -243,9 +257,19 @@ def read_settings(
     if raw["alembic_checks"] and raw["alembic_ini"] is None:
         raise ConfigError(
             f"{_where('alembic_checks', sources)} asks for pytest-alembic's checks, but there is "
-            f"no alembic.ini in {rootdir}. Pass --neon-alembic-ini=path/to/alembic.ini."
+            f"no alembic.ini in {rootdir} (nor migrations/alembic.ini). Pass "
+            "--neon-alembic-ini=path/to/alembic.ini."
         )
     raw["backend"] = _resolve_backend(raw, sources)
+    default_branch = ini("neon_default_branch")
+    if default_branch not in (None, "", []):
+        default_branch = str(default_branch).strip()
+        if default_branch not in BRANCH_KINDS:
+            raise ConfigError(
+                f"ini option neon_default_branch must be one of {', '.join(BRANCH_KINDS)}; "
+                f"got {default_branch!r}."
+            )
+        raw["default_branch"] = default_branch
     return Settings(**raw)
 
 
@@ -310,10 +334,10 @@ def _resolve_alembic_ini(
     invocation_dir: Path,
     ini_dir: Path | None,
 ) -> Path | None:
-    """An explicit path must exist; without one, ``alembic.ini`` in the rootdir is optional."""
+    """An explicit path must exist; without one, the rootdir's alembic.ini (or Flask-Migrate's
+    migrations/alembic.ini) is optional."""
     if value is None:
-        candidate = rootdir / "alembic.ini"
-        return candidate if candidate.is_file() else None
+        return find_alembic_ini(rootdir)
     base = (ini_dir or rootdir) if source.startswith("ini option") else invocation_dir
     path = Path(value).expanduser()
     if not path.is_absolute():

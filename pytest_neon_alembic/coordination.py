@@ -6,7 +6,8 @@ goes through ``RunDirectory.run_once``: the first process to take the file lock
 does it and writes the result; the others read the result, or the same error,
 without waiting for any timeout. Every branch created is recorded here, so the
 process that owns the run can delete them at the end, and the next run can clean
-up after a run that was killed.
+up after a run that was killed. Passwords in these files are sealed with the
+run's key, which exists only in the run's processes (``sealing.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ except ImportError:  # Windows: the owner's pid has to do
 from . import errors
 from .branch import BranchRole, NeonBranch
 from .processes import process_alive
+from .sealing import RunKey, seal_passwords, unseal_passwords
 
 OWNER_FILE = "owner.json"
 #: Held (flock) by the run's owner process for its whole life: the kernel releases
@@ -138,10 +140,15 @@ class RecordedBranch:
 
 
 class RunDirectory:
-    """The files shared by all processes of one pytest run."""
+    """The files shared by all processes of one pytest run.
 
-    def __init__(self, path: Path) -> None:
+    ``key`` seals the passwords written here; None writes them as they are (a run
+    that keeps its branches for inspection, or a reader of a dead run's files).
+    """
+
+    def __init__(self, path: Path, key: RunKey | None = None) -> None:
         self.path = path
+        self.key = key
 
     @property
     def run_id(self) -> str:
@@ -153,7 +160,7 @@ class RunDirectory:
         return self.path.parent.parent
 
     @classmethod
-    def create(cls, root: Path, run_id: str | None = None) -> RunDirectory:
+    def create(cls, root: Path, run_id: str | None = None, *, sealed: bool = True) -> RunDirectory:
         """A new run owned by this process, which holds its owner lock until it exits."""
         path = root / "runs" / (run_id or new_run_id())
         path.mkdir(mode=0o700, parents=True)
@@ -164,7 +171,7 @@ class RunDirectory:
         _HELD_LOCKS[path] = fd
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         _write_json(path / OWNER_FILE, owner)
-        return cls(path)
+        return cls(path, RunKey.new() if sealed else None)
 
     def owner_pid(self) -> int:
         return int(_read_json(self.path / OWNER_FILE)["pid"])
@@ -196,7 +203,7 @@ class RunDirectory:
         result_file = self.path / f"{name}.json"
         with self.lock(name):
             if result_file.exists():
-                return _unwrap(_read_json(result_file))
+                return unseal_passwords(_unwrap(_read_json(result_file)), self.key)
             try:
                 value = produce()
             except errors.NeonAlembicError as error:
@@ -206,7 +213,7 @@ class RunDirectory:
                 message = f"{type(error).__name__}: {error}"
                 _write_json(result_file, {"error": message, "kind": "NeonAlembicError"})
                 raise
-            _write_json(result_file, {"value": value})
+            _write_json(result_file, {"value": seal_passwords(value, self.key)})
             return value
 
     def done(self, name: str) -> Any | None:
@@ -214,7 +221,7 @@ class RunDirectory:
         result_file = self.path / f"{name}.json"
         if not result_file.exists():
             return None
-        return _unwrap(_read_json(result_file))
+        return unseal_passwords(_unwrap(_read_json(result_file)), self.key)
 
     def done_quietly(self, name: str) -> Any | None:
         """Like ``done``, but None for a step that failed (for cleanup paths)."""
@@ -240,7 +247,7 @@ class RunDirectory:
             return []
         with self.lock("events"):
             lines = registry.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return [unseal_passwords(json.loads(line), self.key) for line in lines if line.strip()]
 
     def branches(self) -> list[RecordedBranch]:
         created: dict[str, tuple[BranchRole, NeonBranch]] = {}
@@ -260,7 +267,7 @@ class RunDirectory:
         return {recorded.branch.key for recorded in self.branches()}
 
     def _append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record) + "\n"
+        line = json.dumps(seal_passwords(record, self.key)) + "\n"
         with self.lock("events"):
             fd = os.open(self.path / "events.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:

@@ -48,3 +48,7 @@ class NeonAPIError(NeonAlembicError):
 
 class ForeignDatabaseError(NeonAlembicError):
     """A connection to a database this test run did not create was refused before connecting."""
+
+
+class NoBranchError(NeonAlembicError):
+    """An engine that follows the test was used by a test that asked for no branch."""

@@ -14,43 +14,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from .branch import NeonBranch
-from .config import RESET_STRATEGIES
+from .choice import ENV_VAR_PRIORITY, asked_branch, reset_strategy
 from .errors import NeonAlembicError
+from .redirect import FOLLOW, OuterTransaction
 from .resets import renew_pool
 from .session import BranchSession
 from .urls import sqlalchemy_url
 
 T = TypeVar("T")
 SESSION_KEY = pytest.StashKey[BranchSession]()
-
-# Which branch DATABASE_URL holds during a test: the first of these the test uses.
-ENV_VAR_PRIORITY = (
-    "neon_branch_isolated",
-    "neon_branch_shared",
-    "neon_branch_dirty",
-    "neon_branch_readonly",
-)
-
-
-# The branch behind each public fixture a longer-lived fixture may ask for.
-BRANCH_OF_FIXTURE = {
-    "neon_branch_readonly": "neon_branch_readonly",
-    "neon_engine_readonly": "neon_branch_readonly",
-    "neon_branch_dirty": "neon_branch_dirty",
-    "neon_engine_dirty": "neon_branch_dirty",
-    "neon_branch_shared": "neon_branch_shared",
-    "neon_migration_branch": "neon_migration_branch",
-}
-
-
-def branch_fixture_of(fixturedef: Any) -> str | None:
-    """The branch fixture a session- or module-scoped user fixture asked for, if any.
-
-    Function-scoped fixtures need nothing: the test's own setting is in place.
-    """
-    if fixturedef.scope == "function" or fixturedef.argname.startswith(("neon_", "_neon_")):
-        return None
-    return next((BRANCH_OF_FIXTURE[n] for n in fixturedef.argnames if n in BRANCH_OF_FIXTURE), None)
 
 
 def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
@@ -73,33 +45,6 @@ def _engine(branch: NeonBranch) -> Iterator[sa.Engine]:
     engine = sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
     yield engine
     engine.dispose()
-
-
-STRATEGY_KEY = pytest.StashKey[str]()
-
-
-def _reset_strategy(request: pytest.FixtureRequest, session: BranchSession) -> str:
-    """The test's reset strategy: its ``neon`` marker, else --neon-reset (validated once)."""
-    if STRATEGY_KEY not in request.node.stash:
-        request.node.stash[STRATEGY_KEY] = _strategy_of(request, session)
-    return request.node.stash[STRATEGY_KEY]
-
-
-def _strategy_of(request: pytest.FixtureRequest, session: BranchSession) -> str:
-    marker = request.node.get_closest_marker("neon")
-    if marker is None:
-        return session.settings.reset
-    strategy = marker.kwargs.get("reset", session.settings.reset)
-    if marker.args or set(marker.kwargs) - {"reset"} or strategy not in RESET_STRATEGIES:
-        given = ", ".join(
-            [repr(a) for a in marker.args] + [f"{k}={v!r}" for k, v in marker.kwargs.items()]
-        )
-        pytest.fail(
-            f"pytest-neon-alembic: @pytest.mark.neon({given}) is not understood; use "
-            f"@pytest.mark.neon(reset=...) with one of: {', '.join(RESET_STRATEGIES)}.",
-            pytrace=False,
-        )
-    return strategy
 
 
 # -- the migration branch ------------------------------------------------------------------
@@ -129,12 +74,47 @@ def _neon_migration_branch(neon_migration_branch: NeonBranch) -> NeonBranch:
 
 
 @pytest.fixture(scope="session")
-def neon_apply_migrations(neon_migration_branch: NeonBranch, _neon_session: BranchSession) -> None:
+def _neon_test_branch(neon_migration_branch: NeonBranch) -> tuple[NeonBranch, bool]:
+    """pytest-neon 3.x's ``(branch, is_creator)`` for existing ``neon_apply_migrations``
+    overrides: migrations run in exactly one process here, so it is always the creator."""
+    return neon_migration_branch, True
+
+
+@pytest.fixture(scope="session")
+def neon_migration_context() -> Iterator[Any]:
+    """Wraps the migrations and pytest-alembic's checks; override it in conftest.py.
+
+    A session-long generator: entered the first time a migration or a check
+    needs it (never when the migrated state comes from the cache), left at the
+    end of the session. For example, migrations that need a Flask application
+    context::
+
+        @pytest.fixture(scope="session")
+        def neon_migration_context():
+            with create_app().app_context():
+                yield
+
+    For a history that cannot start from an empty database, yield a
+    ``pytest_neon_alembic.MigrationStart``: its ``create(connection)`` runs on
+    the empty migration branch, which is then stamped (and upgraded from
+    there); the migrated state stays cached::
+
+        yield MigrationStart(create=db.metadata.create_all, stamp="heads")
+    """
+    yield None
+
+
+@pytest.fixture(scope="session")
+def neon_apply_migrations(
+    request: pytest.FixtureRequest, neon_migration_branch: NeonBranch, _neon_session: BranchSession
+) -> None:
     """Brings the migration branch to the state every test starts from; runs once per run.
 
     The default runs ``alembic upgrade head`` in-process, with the migration
     branch's connection injected as ``config.attributes["connection"]``, using
-    ``--neon-alembic-ini`` or the rootdir's ``alembic.ini`` (none: no migration).
+    ``--neon-alembic-ini``, the rootdir's ``alembic.ini`` or Flask-Migrate's
+    ``migrations/alembic.ini`` (none: no migration), inside
+    ``neon_migration_context``; its state is cached.
     Override it in ``conftest.py`` for other tools; ``DATABASE_URL`` (or
     ``--neon-env-var``) holds the migration branch while it runs, and with
     pytest-xdist it still runs in one process only::
@@ -143,7 +123,9 @@ def neon_apply_migrations(neon_migration_branch: NeonBranch, _neon_session: Bran
         def neon_apply_migrations(neon_migration_branch):
             subprocess.run(["alembic", "upgrade", "head"], check=True)
     """
-    _neon_session.apply_alembic(neon_migration_branch)
+    _neon_session.apply_alembic(
+        neon_migration_branch, lambda: request.getfixturevalue("neon_migration_context")
+    )
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +170,8 @@ def _neon_isolated_branch(
     request: pytest.FixtureRequest, _neon_session: BranchSession, _neon_migrated: NeonBranch
 ) -> Iterator[NeonBranch]:
     branch = _setup(request, lambda: _neon_session.isolated_branch(_neon_migrated))
+    # Engines that follow the test drop connections made before a reset.
+    _neon_session.resets.on_reset(branch, lambda: FOLLOW.branch_was_reset(branch.connection_string))
     yield branch
     with contextlib.suppress(NeonAlembicError):
         _neon_session.release(branch)
@@ -210,7 +194,7 @@ def neon_branch_isolated(
     ``neon_session`` runs inside one rolled-back transaction instead, and a
     reset happens only if something was committed anyway.
     """
-    strategy = _reset_strategy(request, _neon_session)
+    strategy = reset_strategy(request, _neon_session)
     marker = _setup(request, lambda: _neon_session.resets.before_test(_neon_isolated_branch))
     yield _neon_isolated_branch
     _setup(
@@ -267,15 +251,32 @@ def neon_branch_shared(
 
 @pytest.fixture(autouse=True)
 def _neon_database_url(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Sets DATABASE_URL to the branch this test asked for, and restores it afterwards."""
+    """Points DATABASE_URL, and the app's engines that follow the test, at the branch this
+    test asked for (by argument, marker or ini neon_default_branch); restores them after."""
+    session: BranchSession | None = request.config.stash.get(SESSION_KEY, None)
     chosen = next((name for name in ENV_VAR_PRIORITY if name in request.fixturenames), None)
-    if chosen is None:
+    if chosen is None and session is not None:
+        chosen = asked_branch(request, session)
+    if chosen is None or session is None:
         yield
         return
     branch = request.getfixturevalue(chosen)
-    session: BranchSession = request.getfixturevalue("_neon_session")
-    with session.environment(branch):
+    outer = None
+    if chosen == "neon_branch_isolated" and reset_strategy(request, session) == "transaction":
+        outer = request.getfixturevalue("_neon_outer_transaction")
+    with session.environment(branch, outer):
         yield
+
+
+@pytest.fixture
+def _neon_outer_transaction(
+    neon_branch_isolated: NeonBranch, _neon_isolated_engine: sa.Engine
+) -> Iterator[OuterTransaction]:
+    """The ``transaction`` strategy's one connection in one outer transaction, opened on
+    first use by ``neon_session`` or by the app's engines; rolled back after the test."""
+    outer = OuterTransaction(_neon_isolated_engine.connect)
+    yield outer
+    outer.rollback()
 
 
 # -- engines, sessions and connections -----------------------------------------------------
@@ -306,22 +307,22 @@ def neon_session(
 ) -> Iterator[Session]:
     """SQLAlchemy Session on ``neon_engine``, closed after the test.
 
-    With the ``transaction`` reset strategy it is bound to one connection in an
-    outer transaction that is rolled back after the test; ``commit()`` inside
-    the test releases a savepoint instead (``join_transaction_mode="create_savepoint"``).
+    With the ``transaction`` reset strategy it is bound to the test's one
+    connection in an outer transaction that is rolled back after the test;
+    ``commit()`` inside the test releases a savepoint instead
+    (``join_transaction_mode="create_savepoint"``). The app's own sync engines
+    that follow the test use that same connection and transaction.
     """
-    if _reset_strategy(request, _neon_session) != "transaction":
+    if reset_strategy(request, _neon_session) != "transaction":
         with Session(neon_engine) as session:
             yield session
         return
-    with neon_engine.connect() as connection:
-        outer = connection.begin()
-        session = Session(bind=connection, join_transaction_mode="create_savepoint")
-        try:
-            yield session
-        finally:
-            session.close()
-            outer.rollback()
+    outer: OuterTransaction = request.getfixturevalue("_neon_outer_transaction")
+    session = Session(bind=outer.sqlalchemy_connection(), join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        session.close()
 
 
 @pytest.fixture(scope="session")

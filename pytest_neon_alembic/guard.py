@@ -8,10 +8,9 @@ fixture that asked for a branch) it holds that branch; the user's value comes
 back at the end of the session.
 
 The guard refuses, before it connects, every connection of this process to a
-database the run did not create: SQLAlchemy engines of any driver (a
-class-level ``do_connect`` listener, so every engine, async ones included),
-and psycopg 3, psycopg2 and asyncpg used directly (each hooked at the one
-function that sees the final connection parameters and changes nothing else).
+database the run did not create: SQLAlchemy engines of any driver, async ones
+included, and psycopg 3, psycopg2 and asyncpg used directly (``hooks.py``
+passes each connection's target to ``check``).
 It is not a security boundary against hostile code, it is a seat belt: no test
 run reaches a developer's database by accident.
 """
@@ -19,7 +18,6 @@ run reaches a developer's database by accident.
 from __future__ import annotations
 
 import fnmatch
-import importlib.abc
 import os
 import sys
 import sysconfig
@@ -289,8 +287,12 @@ _guards: list[ConnectionGuard] = []  # a stack: pytester runs sessions inside se
 
 
 def activate(guard: ConnectionGuard) -> None:
-    install_hooks()
+    """Guard from now on (``hooks.install()`` makes the connections pass through ``check``)."""
     _guards.append(guard)
+
+
+def active() -> bool:
+    return bool(_guards)
 
 
 def deactivate(guard: ConnectionGuard) -> None:
@@ -351,131 +353,3 @@ def _origin() -> str | None:
 
 def _is_env_py(origin: str) -> bool:
     return Path(origin.rpartition(":")[0]).name == "env.py"
-
-
-# -- the hooks -------------------------------------------------------------------------------
-
-_installed: set[str] = set()
-
-
-def install_hooks() -> None:
-    """Hook SQLAlchemy once per process, the drivers already imported, and the others
-    as soon as they are imported (a finder on ``sys.meta_path``)."""
-    if "sqlalchemy" not in _installed:
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        event.listen(Engine, "do_connect", _on_sqlalchemy_connect)
-        _installed.add("sqlalchemy")
-        sys.meta_path.insert(0, _HookOnImport())
-    for name in _DRIVER_HOOKS:
-        if name in sys.modules:
-            _hook_driver(name)
-
-
-def _hook_driver(name: str) -> None:
-    if name not in _installed:
-        _installed.add(name)
-        _DRIVER_HOOKS[name]()
-
-
-class _HookOnImport(importlib.abc.MetaPathFinder):
-    """Hooks a driver right after its module is imported, whenever that happens."""
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in _DRIVER_HOOKS or fullname in _installed:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None and spec.loader is not None:
-                spec.loader = _HookingLoader(spec.loader, fullname)
-                return spec
-        return None
-
-
-class _HookingLoader(importlib.abc.Loader):
-    def __init__(self, loader: Any, name: str) -> None:
-        self.loader = loader
-        self.name = name
-
-    def create_module(self, spec: Any) -> Any:
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module: Any) -> None:
-        self.loader.exec_module(module)
-        _hook_driver(self.name)
-
-
-def _on_sqlalchemy_connect(dialect, _connection_record, cargs, cparams) -> None:
-    if not _guards or dialect.name == "sqlite":
-        return
-    dsn = next((arg for arg in cargs if isinstance(arg, str)), None) or cparams.get("dsn")
-    if dsn:
-        check(_target_of_dsn(dsn))
-    else:
-        check(target_of_params(cparams))
-
-
-def _target_of_dsn(dsn: str) -> Target:
-    if "://" in dsn:
-        return target_of_url(dsn)
-    from psycopg.conninfo import conninfo_to_dict
-
-    return target_of_params(conninfo_to_dict(dsn), mask_url(dsn))
-
-
-def _hook_psycopg() -> None:
-    import psycopg
-
-    original = psycopg.Connection._get_connection_params.__func__
-    original_async = psycopg.AsyncConnection._get_connection_params.__func__
-
-    def get_params(cls, conninfo: str, **kwargs: Any):
-        params = original(cls, conninfo, **kwargs)
-        check(target_of_params(params))
-        return params
-
-    async def get_params_async(cls, conninfo: str, **kwargs: Any):
-        params = await original_async(cls, conninfo, **kwargs)
-        check(target_of_params(params))
-        return params
-
-    psycopg.Connection._get_connection_params = classmethod(get_params)
-    psycopg.AsyncConnection._get_connection_params = classmethod(get_params_async)
-
-
-def _hook_psycopg2() -> None:
-    import psycopg2
-
-    original = psycopg2._connect
-
-    def connect(dsn, *args: Any, **kwargs: Any):
-        check(_target_of_dsn(dsn))
-        return original(dsn, *args, **kwargs)
-
-    psycopg2._connect = connect
-
-
-def _hook_asyncpg() -> None:
-    from asyncpg import connect_utils
-
-    original = connect_utils._parse_connect_arguments
-
-    def parse(**kwargs: Any):
-        addrs, params, config = original(**kwargs)
-        shown = mask_url(kwargs["dsn"]) if kwargs.get("dsn") else ""
-        for addr in addrs:
-            host, port = addr if isinstance(addr, tuple) else (os.path.dirname(addr), None)
-            check(Target(str(host), port, params.database, shown))
-        return addrs, params, config
-
-    connect_utils._parse_connect_arguments = parse
-
-
-_DRIVER_HOOKS: dict[str, Callable[[], None]] = {
-    "psycopg": _hook_psycopg,
-    "psycopg2": _hook_psycopg2,
-    "asyncpg.connect_utils": _hook_asyncpg,
-}

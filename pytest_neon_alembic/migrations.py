@@ -16,9 +16,10 @@ import contextlib
 import hashlib
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -27,6 +28,22 @@ from sqlalchemy.pool import NullPool
 from .errors import ForeignDatabaseError, MigrationError
 from .redact import mask_text
 from .urls import sqlalchemy_url
+
+# Where Alembic's configuration is looked for when no option names it: the rootdir's
+# alembic.ini (`alembic init`), else Flask-Migrate's (`flask db init` puts it in migrations/).
+ALEMBIC_INI_CANDIDATES = ("alembic.ini", "migrations/alembic.ini")
+
+# SQLSTATEs of "that does not exist": what a history that cannot start from an empty
+# database fails with (its first revision alters a table that create_all() makes).
+UNDEFINED_OBJECT_STATES = {"42P01", "42703", "42704", "3F000", "42883"}
+
+START_HINT = (
+    "If this history does not start from an empty database (its first revision changes "
+    "tables that `create_all()` or a schema dump makes), start the migration branch the "
+    "same way: yield `MigrationStart(create=..., stamp=...)` from a `neon_migration_context` "
+    "fixture in conftest.py (README: Histories that do not start from an empty database). "
+    "The migrated state stays cached."
+)
 
 ENV_PY_SNIPPET = """\
     connectable = config.attributes.get("connection", None)
@@ -61,13 +78,49 @@ def injected_connection(connection_string: str) -> Iterator[InjectedConnection]:
         engine.dispose()
 
 
+def find_alembic_ini(rootdir: Path) -> Path | None:
+    """The project's Alembic configuration when no option names one."""
+    for candidate in ALEMBIC_INI_CANDIDATES:
+        path = rootdir / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class MigrationStart:
+    """How the migration branch starts when the history cannot start from an empty database.
+
+    ``create(connection)`` runs first on the empty branch (for example
+    ``Base.metadata.create_all`` or loading a schema dump), in a transaction
+    that is committed; then the branch is stamped at ``stamp`` (a revision,
+    ``"heads"``, or ``None`` for no stamp) and upgraded to head from there.
+    Yield one from ``neon_migration_context``; the migrated state stays cached.
+    """
+
+    create: Callable[[Connection], Any] | None = None
+    stamp: str | None = "heads"
+
+    def describe(self) -> str:
+        name = getattr(self.create, "__qualname__", None) or type(self.create).__name__
+        steps = [f"{name}()"] if self.create is not None else []
+        if self.stamp:
+            steps.append(f"stamp {self.stamp}")
+        return " + ".join(steps) or "nothing"
+
+
 @dataclass(frozen=True)
 class AlembicProject:
     """A project's Alembic configuration, located once per session."""
 
     ini_path: Path
 
-    def config(self):  # -> alembic.config.Config
+    def config(self, *, require_env_py: bool = True):  # -> alembic.config.Config
+        """The project's Alembic Config, with its script location resolved.
+
+        ``require_env_py=False`` (pytest-alembic's ``alembic_config``) lets a
+        missing env.py fail where pytest-alembic fails, in the checks that run it.
+        """
         from alembic.config import Config
 
         if not self.ini_path.is_file():
@@ -77,17 +130,33 @@ class AlembicProject:
             location = config.get_main_option("script_location")
         except Exception as error:  # configparser errors on a malformed file
             raise MigrationError(f"Cannot read {self.ini_path}: {error}") from error
+        given = location
         if not location:
-            raise MigrationError(
-                f"{self.ini_path} has no script_location in its [alembic] section. Add "
-                "`script_location = %(here)s/alembic` (the folder holding env.py)."
-            )
-        resolved = self._resolve_script_location(location)
-        if resolved != location:
+            location = self._default_script_location(config)
+        resolved = self._resolve_script_location(location, require_env_py)
+        if resolved != given:
             config.set_main_option("script_location", resolved.replace("%", "%%"))
         return config
 
-    def _resolve_script_location(self, location: str) -> str:
+    def _default_script_location(self, config) -> str:
+        """No script_location in the ini: pyproject.toml's [tool.alembic] (Alembic >= 1.16),
+        else the ini's own folder when it holds env.py (Flask-Migrate's layout), else
+        ``migrations`` beside the ini (pytest-alembic's default)."""
+        toml = self.ini_path.parent / "pyproject.toml"
+        if toml.is_file() and hasattr(config, "get_alembic_option"):
+            from alembic.config import Config
+
+            with contextlib.suppress(Exception):  # an unreadable pyproject.toml: no opinion
+                location = Config(str(self.ini_path), toml_file=str(toml)).get_alembic_option(
+                    "script_location"
+                )
+                if location:
+                    return location
+        if (self.ini_path.parent / "env.py").is_file():
+            return str(self.ini_path.parent)
+        return "migrations"
+
+    def _resolve_script_location(self, location: str, require_env_py: bool = True) -> str:
         """Relative locations are read from the ini's folder, whatever the working directory."""
         if ":" in location and not Path(location).is_absolute():
             return location  # package resource, e.g. "myapp:migrations"
@@ -95,7 +164,7 @@ class AlembicProject:
         if not path.is_absolute():
             beside_ini = self.ini_path.parent / path
             path = beside_ini if beside_ini.exists() or not path.exists() else path.resolve()
-        if not (path / "env.py").is_file():
+        if require_env_py and not (path / "env.py").is_file():
             raise MigrationError(
                 f"script_location in {self.ini_path} is {location!r}, but {path} has no env.py. "
                 "Point script_location at the folder `alembic init` created (the one with "
@@ -122,20 +191,22 @@ class AlembicProject:
                 digest.update(path.read_bytes())
         return digest.hexdigest()
 
-    def project_id(self) -> str:
-        """Which project a cached state belongs to (one cache entry per project is kept)."""
-        return hashlib.sha256(str(self.ini_path.resolve()).encode()).hexdigest()
-
     def script_directory(self):  # -> alembic.script.ScriptDirectory
         from alembic.script import ScriptDirectory
 
         return ScriptDirectory.from_config(self.config())
 
-    def upgrade(self, connection_string: str) -> None:
+    def project_id(self) -> str:
+        """Which project a cached state belongs to (one cache entry per project is kept)."""
+        return hashlib.sha256(str(self.ini_path.resolve()).encode()).hexdigest()
+
+    def upgrade(self, connection_string: str, start: MigrationStart | None = None) -> None:
         """Run ``alembic upgrade heads`` in this process on the given database.
 
-        Raises MigrationError naming the revision and the database error when
-        a migration fails, and when env.py migrated some other database.
+        With ``start``, its ``create`` runs first and the database is stamped
+        before the upgrade. Raises MigrationError naming the revision and the
+        database error when a migration fails, and when env.py migrated some
+        other database.
         """
         from alembic.runtime.environment import EnvironmentContext
         from alembic.script import ScriptDirectory
@@ -144,6 +215,8 @@ class AlembicProject:
         script = ScriptDirectory.from_config(config)
         with injected_connection(connection_string) as connection:
             config.attributes["connection"] = connection
+            if start is not None:
+                self._start(config, connection, start)
             try:
                 # What `alembic.command.upgrade` does, keeping hold of the context
                 # env.py configured: it tells which connection env.py used.
@@ -162,6 +235,25 @@ class AlembicProject:
                     connection.rollback()
                 raise self._explain_failure(error, script) from error
             self._check_migrated(connection, migration_context, script)
+
+    def _start(self, config, connection: Connection, start: MigrationStart) -> None:
+        from alembic import command
+
+        try:
+            if start.create is not None:
+                start.create(connection)
+                connection.commit()
+            if start.stamp:
+                command.stamp(config, start.stamp)
+                if connection.in_transaction():
+                    connection.commit()
+        except Exception as error:
+            with contextlib.suppress(Exception):
+                connection.rollback()
+            raise MigrationError(
+                f"neon_migration_context's MigrationStart ({start.describe()}) failed: "
+                f"{type(error).__name__}: {mask_text(str(error).strip())}"
+            ) from error
 
     def _check_migrated(self, connection: Connection, migration_context, script) -> None:
         """Detect an env.py that migrated some other database: the branch must be at head.
@@ -218,7 +310,23 @@ class AlembicProject:
         extension = missing_extension(detail)
         if extension is not None:
             detail += "\n" + remedies(extension)
-        return MigrationError(f"{where}: {mask_text(detail)}")
+        message = f"{where}: {mask_text(detail)}"
+        if is_undefined_object(error):
+            message += "\n" + START_HINT
+        return MigrationError(message)
+
+
+def is_undefined_object(error: BaseException) -> bool:
+    """The database said a table, column, type or schema the migration uses does not exist."""
+    current: BaseException | None = error
+    while current is not None:
+        state = getattr(getattr(current, "orig", None), "sqlstate", None) or getattr(
+            current, "sqlstate", None
+        )
+        if state in UNDEFINED_OBJECT_STATES:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _files_under(root: Path) -> list[Path]:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
-from . import alembic_fixtures, guard
-from .check_items import SELECTED_KEY, AlembicCheckItem, AlembicChecks, check_items
-from .config import OPTIONS, early_env_var_names, read_settings
+from . import alembic_fixtures, guard, hooks, redirect
+from .async_fixtures import neon_async_engine, neon_async_session  # noqa: F401
+from .check_items import AlembicCheckItem, AlembicTests, TestsPathBinding, ini_check_items
+from .choice import branch_fixture_of, neon_branch_scope_mismatch
+from .config import OPTIONS, Settings, early_env_var_names, read_settings
 from .coordination import STATE_DIR_ENV, RunDirectory, choose_state_root
 from .errors import NeonAlembicError
 from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin module
@@ -23,8 +26,9 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     _neon_isolated_engine,
     _neon_migrated,
     _neon_migration_branch,
+    _neon_outer_transaction,
     _neon_session,
-    branch_fixture_of,
+    _neon_test_branch,
     neon_apply_migrations,
     neon_branch,
     neon_branch_dirty,
@@ -38,13 +42,16 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     neon_engine_dirty,
     neon_engine_readonly,
     neon_migration_branch,
+    neon_migration_context,
     neon_session,
 )
 from .report import Report
 from .run_end import reap_abandoned_runs
+from .sealing import RunKey
 from .session import BranchSession
 
 RUN_DIR_KEY = "neon_alembic_run_dir"
+RUN_KEY_KEY = "neon_alembic_run_key"
 REPORT_KEY = pytest.StashKey[Report]()
 GUARD_KEY = pytest.StashKey[guard.ConnectionGuard]()
 ALLOWED_URLS_HELP = (
@@ -52,6 +59,7 @@ ALLOWED_URLS_HELP = (
     "host[:port][/database] patterns with *, whitespace-separated."
 )
 STATE_NOTE_KEY = pytest.StashKey[str]()
+ROOTDIR_NODE_KEY = pytest.StashKey[pytest.Collector]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,6 +75,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(option.flag, **kwargs)
         parser.addini(option.ini, option.help, default=None)
     parser.addini("neon_allowed_urls", ALLOWED_URLS_HELP, type="args", default=[])
+    parser.addini(
+        "neon_default_branch",
+        "The branch every test uses without a fixture argument or marker: isolated, "
+        "readonly, dirty or shared (default: none).",
+        default=None,
+    )
+    for kind, what in (
+        ("neon_engines", "SQLAlchemy engines (sync or async)"),
+        ("neon_sessions", "sessions or scoped_sessions"),
+        ("neon_sessionmakers", "sessionmakers or async_sessionmakers"),
+    ):
+        parser.addini(
+            kind,
+            f"{what} of the app, built from something else than DATABASE_URL, that follow "
+            "the test's branch: import paths (package.module:name), whitespace-separated.",
+            type="args",
+            default=[],
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -85,17 +111,30 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args) -> 
         guard.AllowedPatterns(early_config.getini("neon_allowed_urls")),
         variables,
     )
+    hooks.install()
     guard.activate(connection_guard)
     early_config.stash[GUARD_KEY] = connection_guard
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "neon(reset='branch'|'transaction'): how neon_branch_isolated is reset after this test.",
-    )
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    """``--neon-cleanup``: list and delete what earlier runs left, instead of running tests."""
     try:
-        settings = read_settings(
+        settings = _read_settings(config)
+    except pytest.UsageError:
+        return None  # pytest_configure reports it (and `pytest --version` still works)
+    if not settings.cleanup:
+        return None
+    from .cleanup import clean_up
+
+    lines, removed_all = clean_up(settings)
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return pytest.ExitCode.OK if removed_all else pytest.ExitCode.TESTS_FAILED
+
+
+def _read_settings(config: pytest.Config) -> Settings:
+    try:
+        return read_settings(
             cli=lambda name: config.getoption("neon_" + name),
             ini=lambda name: config.getini(name),
             environ=os.environ,
@@ -106,16 +145,25 @@ def pytest_configure(config: pytest.Config) -> None:
     except NeonAlembicError as error:
         raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
 
-    if not config.getoption("pytest_alembic_registration_enabled", default=False):
-        # pytest-alembic binds its built-in tests to tests/conftest.py even without
-        # --test-alembic, and that collector crashes on pytest >= 9.2 ("'TestCollector'
-        # object has no attribute '_nodeid'"). Its fixtures stay; only the collector
-        # is kept out. --neon-alembic-checks runs its checks without it.
-        config.pluginmanager.set_blocked("pytest-alembic")
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "neon(kind='isolated', reset='branch'|'transaction'): this test uses a database branch "
+        "without a fixture argument — kind is isolated (default), readonly, dirty or shared; "
+        "reset is how neon_branch_isolated is reset after it.",
+    )
+    settings = _read_settings(config)
+
+    # pytest-alembic's collector crashes on pytest >= 9.2 ("'TestCollector' object has no
+    # attribute '_nodeid'"): it is blocked, and TestsPathBinding does its job on any pytest.
+    config.pluginmanager.set_blocked("pytest-alembic")
 
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and RUN_DIR_KEY in workerinput:
-        run = RunDirectory(Path(workerinput[RUN_DIR_KEY]))
+        run = RunDirectory(
+            Path(workerinput[RUN_DIR_KEY]), RunKey.from_hex(workerinput.get(RUN_KEY_KEY))
+        )
         session = BranchSession(settings, run, owner=False, worker=workerinput["workerid"])
     else:
         try:
@@ -127,7 +175,8 @@ def pytest_configure(config: pytest.Config) -> None:
         with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
             reap_abandoned_runs(root)
         try:
-            run = RunDirectory.create(root)
+            # Passwords in the run's files are sealed, unless the branches are kept to inspect.
+            run = RunDirectory.create(root, sealed=not settings.keep_branches)
         except OSError as error:
             raise pytest.UsageError(
                 f"pytest-neon-alembic: cannot create the run's directory in {root}: {error}. "
@@ -151,18 +200,42 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 class _XdistHandOver:
-    """Gives each xdist worker the run directory, so all processes share one run."""
+    """Gives each xdist worker the run directory, so all processes share one run, and the
+    run's key (in memory, through xdist's pipe: never on disk)."""
 
     def __init__(self, run: RunDirectory) -> None:
         self.run = run
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput[RUN_DIR_KEY] = str(self.run.path)
+        node.workerinput[RUN_KEY_KEY] = self.run.key.hex() if self.run.key else None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The app's objects named in ini neon_engines / neon_sessions / neon_sessionmakers
+    follow the test from now on (imported here: a bad path fails the session once); and
+    pytest-alembic's built-in tests, for --test-alembic and --neon-alembic-checks."""
+    config = session.config
+    named = {kind: config.getini(kind) for kind in redirect.KINDS}
+    if any(named.values()):
+        try:
+            redirect.follow_named(named)
+        except NeonAlembicError as error:
+            raise pytest.UsageError(f"pytest-neon-alembic: {error}") from None
+    try:
+        enabled = config.getini("pytest_alembic_enabled")
+    except ValueError:  # pytest-alembic's plugin is disabled
+        return
+    test_alembic = config.getoption("pytest_alembic_registration_enabled", default=False)
+    neon = _checks_settings(config) is not None
+    if enabled and (test_alembic or neon):
+        binding = TestsPathBinding(config, neon=neon)
+        config.pluginmanager.register(binding, "neon-alembic-pytest-alembic")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    guard.install_hooks()  # drivers the application imported since
+    hooks.install()  # drivers the application imported since
 
 
 @pytest.hookimpl(wrapper=True)
@@ -181,21 +254,38 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureR
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     """alembic.ini named on the command line (`pytest alembic.ini::test_upgrade`)."""
     settings = _checks_settings(parent.config)
-    if settings and settings.alembic_ini and file_path == settings.alembic_ini:
-        return AlembicChecks.from_parent(parent, path=file_path)
+    named = settings and settings.alembic_ini and file_path == settings.alembic_ini
+    if named and parent.session.isinitpath(file_path):
+        return AlembicTests.from_parent(parent, path=file_path, label=False)
     return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items) -> None:
-    """pytest-alembic's checks go first (before -k/-m deselection, which runs later)."""
+    """--neon-alembic-checks go first (before -k/-m deselection, which runs later); bound to
+    alembic.ini when pytest-alembic's tests path was not collected."""
     settings = _checks_settings(config)
     if not (settings and settings.alembic_ini):
         return
-    checks = [item for item in items if isinstance(item, AlembicCheckItem)]
+    checks = [item for item in items if _is_neon_check(item)]
     if not checks and _wants_checks(config):
-        checks = check_items(session, settings.alembic_ini)
-    items[:] = checks + [item for item in items if not isinstance(item, AlembicCheckItem)]
+        # Under the rootdir's directory node when it was collected: the rootdir conftest's
+        # fixtures (alembic_config, alembic_engine) are attached to it on pytest < 9.2.
+        parent = config.stash.get(ROOTDIR_NODE_KEY, session)
+        checks = ini_check_items(parent, settings.alembic_ini)
+    items[:] = checks + [item for item in items if not _is_neon_check(item)]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    report = yield
+    if isinstance(collector, pytest.Directory) and collector.path == collector.config.rootpath:
+        collector.config.stash[ROOTDIR_NODE_KEY] = collector
+    return report
+
+
+def _is_neon_check(item: pytest.Item) -> bool:
+    return isinstance(item, AlembicCheckItem) and getattr(item.parent, "neon", False)
 
 
 def _checks_settings(config: pytest.Config):
@@ -220,8 +310,9 @@ def _wants_checks(config: pytest.Config) -> bool:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    selected = tuple(item.name for item in session.items if isinstance(item, AlembicCheckItem))
-    session.config.stash[SELECTED_KEY] = selected
+    mismatch = neon_branch_scope_mismatch(session.items)
+    if mismatch:
+        raise pytest.UsageError(f"pytest-neon-alembic: {mismatch}")
 
 
 @pytest.hookimpl(trylast=True)
@@ -236,6 +327,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[GUARD_KEY]
         guard.deactivate(connection_guard)
         connection_guard.variables.give_back()
+        redirect.restore_named()
 
 
 def _finish(config: pytest.Config) -> None:

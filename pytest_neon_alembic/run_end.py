@@ -9,10 +9,12 @@ from pathlib import Path
 
 from .backend_start import build_backend
 from .backends.local import LocalBackend
+from .branch import NeonBranch
 from .config import Settings
 from .coordination import RunDirectory, abandoned_runs
 from .errors import NeonAlembicError
-from .report import Report, read_report
+from .report import Report, read_report, removal_hint
+from .sealing import is_sealed
 
 
 def finish_run(
@@ -54,9 +56,13 @@ def finish_run(
                             "could not be reached to drop them)"
                         )
                         break
+                    report.left.append(_label(recorded.branch))
                     continue
                 run.record_deleted(recorded.branch)
                 report.deleted += 1
+            if report.left:
+                report.left.reverse()  # in the order they were made
+                report.removal = removal_hint(backend_state)
     finally:
         backend.close()
         if backend_state.get("server") and not settings.keep_branches:
@@ -96,6 +102,15 @@ def _other_databases(admin_url: str) -> list[str]:
     return [name for (name,) in rows]
 
 
+def _label(branch: NeonBranch) -> str:
+    """A branch as the report names it: name and ID (read-only access: its endpoint)."""
+    if branch.read_only and branch.endpoint_id:
+        return f"read-only endpoint {branch.endpoint_id} of {branch.branch_id}"
+    if branch.name and branch.name != branch.branch_id:
+        return f"{branch.name} ({branch.branch_id})"
+    return branch.branch_id
+
+
 def _remove_run(run: RunDirectory) -> None:
     """The run's files go; a server still running in them is stopped first, whatever
     state the run ended in."""
@@ -117,7 +132,10 @@ def reap_abandoned_runs(root: Path) -> list[str]:
         stop_hot_standby(run.path)  # nothing to do unless the run had read-only access
         stop_abandoned_server(run.path)  # nothing to do unless the run had an embedded server
         state = run.done_quietly("backend")
-        if state and state.get("kind") == "local" and not state.get("server") and not run.kept():
+        given_server = state and state.get("kind") == "local" and not state.get("server")
+        # A sealed URL is unusable (its key died with the run): the next run on that
+        # server drops the databases by their markers instead.
+        if given_server and not run.kept() and not is_sealed(state["local"]["admin_url"]):
             backend = LocalBackend.from_state(state["local"])
             try:
                 for recorded in reversed(run.branches()):

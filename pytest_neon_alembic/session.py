@@ -19,12 +19,12 @@ from . import guard
 from .backend_start import build_backend, start_backend
 from .backends.base import Backend
 from .branch import BranchRole, NeonBranch
-from .checks import run_checks
 from .config import Settings
 from .coordination import RunDirectory
 from .errors import GuardError, MigrationError, NeonAlembicError
 from .guard import ConnectionVariables, OwnedTargets, Target
-from .migrations import AlembicProject, server_fingerprint
+from .migrations import AlembicProject, MigrationStart, server_fingerprint
+from .redirect import FOLLOW, OuterTransaction
 from .report import Report
 from .resets import IsolatedResets
 from .run_end import finish_run
@@ -126,9 +126,11 @@ class BranchSession:
             try:
                 apply_migrations(branch)
             except NeonAlembicError:
+                self.run.record_event("migration_failed")
                 self._discard(branch)
                 raise
             except Exception as error:
+                self.run.record_event("migration_failed")
                 self._discard(branch)
                 raise MigrationError(
                     f"neon_apply_migrations failed: {type(error).__name__}: {error}"
@@ -173,17 +175,23 @@ class BranchSession:
             return None
         return AlembicProject(self.settings.alembic_ini)
 
-    def apply_alembic(self, branch: NeonBranch) -> None:
+    def apply_alembic(
+        self, branch: NeonBranch, context: Callable[[], object] = lambda: None
+    ) -> None:
         """The default ``neon_apply_migrations``: ``alembic upgrade head``, if there is a config.
 
         The migrated state is cached under a hash of the migration files: when
         a copy for the same hash exists, the branch becomes that copy and no
-        migration runs (``--neon-no-cache`` turns this off).
+        migration runs (``--neon-no-cache`` turns this off). ``context`` enters
+        ``neon_migration_context`` (only when a migration runs) and gives what
+        it yielded: a ``MigrationStart``, or anything else for a plain upgrade.
         """
         project = self.alembic_project()
         if project is None:
+            self.run.record_event("migration", how="none")
             return
         self.guard(branch, "migrate")
+        ini = str(project.ini_path)
         prefix = f"pytest_cache_{project.project_id()[:8]}_"
         cache_name = None
         if not self.settings.no_cache:
@@ -193,31 +201,17 @@ class BranchSession:
             )
             cache_name = prefix + key[:16]
         if cache_name and self.backend.restore_cached(branch, cache_name):
+            self.run.record_event("migration", how="cached", ini=ini)
             self.run.record_event("cache", hit=True)
             return
-        project.upgrade(branch.connection_string)
+        start = context()
+        start = start if isinstance(start, MigrationStart) else None
+        how = "alembic upgrade heads" if start is None else f"{start.describe()}, upgrade heads"
+        self.run.record_event("migration", how=how, ini=ini)
+        project.upgrade(branch.connection_string, start)
         if cache_name:
             self.backend.store_cached(branch, cache_name, prefix)
             self.run.record_event("cache", hit=False)
-
-    def alembic_checks(self, names: tuple[str, ...]) -> dict[str, dict | None]:
-        """pytest-alembic's checks, run once per run (in whichever process asks first)."""
-
-        environments = contextlib.ExitStack()  # each check runs with the variables on its branch
-
-        def fresh(check: str) -> NeonBranch:
-            branch = self.create(BranchRole.FRESH, "fresh_" + check.removeprefix("test_"), None)
-            environments.enter_context(self.environment(branch))
-            return branch
-
-        def release(branch: NeonBranch) -> None:
-            environments.close()
-            self.delete(branch)
-
-        return self.run.run_once(
-            "alembic-checks",
-            lambda: run_checks(names, self.alembic_project(), fresh, release),
-        )
 
     def fresh_branch(self) -> NeonBranch:
         """An empty branch of the parent, for a test of the user's own (``alembic_engine``)."""
@@ -225,9 +219,17 @@ class BranchSession:
         return self.create(BranchRole.FRESH, f"fresh_{self.worker}_{self._fresh_count}", None)
 
     @contextlib.contextmanager
-    def environment(self, branch: NeonBranch) -> Iterator[None]:
-        """``DATABASE_URL`` (and every --neon-env-var name) set to ``branch``, then restored."""
-        with ConnectionVariables(self.settings.env_var_names).pointing_at(branch.connection_string):
+    def environment(
+        self, branch: NeonBranch, outer: OuterTransaction | None = None
+    ) -> Iterator[None]:
+        """``DATABASE_URL`` (and every --neon-env-var name) set to ``branch``, and the
+        engines that follow the test pointed at it (``outer``: the test's transaction);
+        both restored afterwards."""
+        url = branch.connection_string
+        with (
+            ConnectionVariables(self.settings.env_var_names).pointing_at(url),
+            FOLLOW.pointing_at(url, outer),
+        ):
             yield
 
     # -- the end -----------------------------------------------------------------------------

@@ -25,9 +25,23 @@ def replace_database(
     return urlunsplit((parts.scheme, netloc, "/" + quote(database, safe=""), parts.query, ""))
 
 
-def sqlalchemy_url(connection_string: str) -> str:
-    """The SQLAlchemy URL for a libpq connection string, using psycopg 3."""
+def sqlalchemy_url(connection_string: str, driver: str = "psycopg") -> str:
+    """The SQLAlchemy URL for a libpq connection string, naming its driver.
+
+    ``driver``: ``psycopg`` (psycopg 3, sync or async), ``psycopg2`` or ``asyncpg``.
+    A URL that names no driver means psycopg2 on SQLAlchemy 2.0 and psycopg on
+    2.1, so the plugin always names one. For asyncpg, libpq's ``sslmode`` becomes
+    ``ssl`` and ``options`` (which asyncpg does not take) is left out.
+    """
     for prefix in ("postgresql://", "postgres://"):
         if connection_string.startswith(prefix):
-            return "postgresql+psycopg://" + connection_string[len(prefix) :]
-    return connection_string
+            url = f"postgresql+{driver}://" + connection_string[len(prefix) :]
+            break
+    else:
+        return connection_string
+    if driver != "asyncpg" or "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    pairs = [pair.split("=", 1) for pair in query.split("&") if "=" in pair]
+    kept = [("ssl" if k == "sslmode" else k, v) for k, v in pairs if k != "options"]
+    return base + ("?" + "&".join(f"{k}={v}" for k, v in kept) if kept else "")

@@ -23,15 +23,19 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from pytest_neon_alembic.backends.neon.owner import RunOwner
 
 STATE_DIR_ENV = "PYTEST_NEON_ALEMBIC_STATE_DIR"
 SENTINEL = "sentinel"
@@ -427,3 +431,19 @@ def local_server(e2e_cache_dir: Path) -> Iterator[object]:
                 server.stop()
     finally:
         remove_scratch_dir(scratch)
+
+
+@pytest.fixture
+def dead_run_owner() -> Callable[[str], RunOwner]:
+    """Makes the owner record (``backends.neon.owner.RunOwner``) of a run on this machine
+    whose owning process is gone: a process that started, was recorded, and was killed."""
+
+    def make(run_id: str) -> RunOwner:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            return RunOwner.of_process(child.pid, run_id)
+        finally:
+            child.kill()
+            child.wait()
+
+    return make

@@ -282,6 +282,28 @@ CASES = [
             )
         },
     ),
+    # Ten differences: counted by kind first, then pytest-alembic's full would-be upgrade.
+    Case(
+        "drifted_many",
+        {
+            "test_model_definitions_match_ddl": Failure(
+                "out of sync with the set of steps described in the revision history",
+                [
+                    OUT_OF_SYNC,
+                    "Differences by kind:",
+                    "    10 operations (the full upgrade follows):",
+                    "       3  table missing from the migrations (create_table)",
+                    "       3  index missing (create_index)",
+                    "       3  column type changed",
+                    "       3  nullability changed",
+                    "       1  column missing from the migrations (add_column)",
+                    "The upgrade which would have been generated would look like:",
+                    "    op.create_table('audits',",
+                    "*op.alter_column('accounts', 'status',",
+                ],
+            )
+        },
+    ),
     # env.py without target_metadata: pytest-alembic's RuntimeError, plus the plugin's hint.
     Case(
         "no_target_metadata",
@@ -356,12 +378,14 @@ def test_corpus_project(neon_project: NeonProject, case: Case) -> None:
         and not name.startswith("pytest_cache_")
     ]
     assert leftover == [], f"databases left on the server after the checks: {leftover}"
-    # One fresh branch per check that needs a database (3), one per reference test (4),
-    # those of test_app.py, and the migration branch of the last test; all deleted.
+    # One fresh branch per check (4; alembic_engine, as pytest-alembic gives each test its
+    # own database), one per reference test (4), those of test_app.py, and the migration
+    # branch of the last test; all deleted.
     summary = neon_project.summary(result)
-    branches = 3 + 4 + case.app_branches + 1
+    branches = 4 + 4 + case.app_branches + 1
     assert (summary.created, summary.deleted) == (branches, branches), summary.line("branches:")
-    assert summary.line("migrations:") == "migrations: not run"
+    # The migration branch was created, but no test needed it migrated.
+    assert summary.line("migrations:") == "migrations: not run (no test used the migrated state)"
     neon_project.assert_nothing_left()
 
 
@@ -417,7 +441,7 @@ def test_m_alembic_with_k_runs_the_chosen_checks_only(neon_project: NeonProject)
     result.assert_outcomes(passed=3, deselected=2)
     assert "out of sync" not in output
     summary = neon_project.summary(result)
-    assert (summary.created, summary.deleted) == (2, 2), summary.line("branches:")
+    assert (summary.created, summary.deleted) == (3, 3), summary.line("branches:")
     neon_project.assert_nothing_left()
 
 
@@ -451,12 +475,14 @@ def test_xdist_runs_the_checks_once_enabled_from_the_ini(neon_project: NeonProje
         ITEM.format("test_up_down_consistency"): "FAILED",
     }, output
     result.assert_outcomes(passed=12, failed=1)
-    # Both workers took part, but every env.py run was in one process.
+    # Both workers took part; each check ran once in the run, in one of them.
     assert re.search(r"^\[gw0\] .*(PASSED|FAILED)", output, re.M), output
     assert re.search(r"^\[gw1\] .*(PASSED|FAILED)", output, re.M), output
+    for check in CHECKS:
+        ran = re.findall(rf"^\[gw\d\] .* {re.escape(ITEM.format(check))} *$", output, re.M)
+        assert len(ran) == 1, (check, ran, output)
     runs = (neon_project.path / "env_runs.txt").read_text().split()
-    assert len(set(runs)) == 1, f"env.py ran in several processes: {sorted(set(runs))}"
-    assert runs[0] in ("gw0", "gw1")
+    assert set(runs) <= {"gw0", "gw1"}, runs
     # The failure is reported once, with pytest-alembic's message.
     sections = failure_sections(result)
     assert list(sections) == ["[pytest-alembic] test_up_down_consistency"], list(sections)
@@ -464,10 +490,10 @@ def test_xdist_runs_the_checks_once_enabled_from_the_ini(neon_project: NeonProje
         sections["[pytest-alembic] test_up_down_consistency"],
         [ROUNDTRIP, "Failing Revision:", "    h001", '*type "ticket_priority" already exists'],
     )
-    # One fresh branch per database check, once in the run (not once per worker); all
-    # deleted although a check failed.
+    # One fresh branch per check, once in the run (not once per worker); all deleted
+    # although a check failed.
     summary = neon_project.summary(result)
-    assert (summary.created, summary.deleted) == (3, 3), summary.line("branches:")
+    assert (summary.created, summary.deleted) == (4, 4), summary.line("branches:")
     neon_project.assert_nothing_left()
 
 
@@ -493,4 +519,182 @@ def test_checks_without_alembic_ini_are_a_usage_error(
     assert "--neon-alembic-ini" in errors[0]
     assert "Traceback" not in output
     assert "passed" not in output
+    neon_project.assert_nothing_left()
+
+
+# -- layouts real projects use ----------------------------------------------------------------
+
+
+def test_history_that_cannot_start_from_an_empty_database(neon_project: NeonProject) -> None:
+    """base_alters_created_table: its first revision alters a table create_all() made.
+
+    Without the recipe, the migration fails naming the revision and pointing at the
+    recipe, and the report says the migration failed. With it (conftest.py yields a
+    MigrationStart from neon_migration_context), the branch is create_all() + stamp,
+    the report says so, the context wraps the upgrade and the checks, and the next
+    run takes the cached state without entering the context.
+    """
+    copy_project(neon_project, "base_alters_created_table")
+    recipe = (neon_project.path / "conftest.py").read_text()
+    log = neon_project.path / "context.log"
+
+    (neon_project.path / "conftest.py").unlink()
+    result = neon_project.run("-rA")
+    output = neon_project.output(result)
+    assert result.parseoutcomes() == {"errors": 1}, output
+    for text in ("Migration a001", 'relation "users" does not exist', "MigrationStart"):
+        assert text in output, text
+    assert "neon_migration_context" in output
+    assert neon_project.summary(result).line("migrations:") == (
+        "migrations: failed (alembic upgrade heads, alembic.ini)"
+    )
+    neon_project.assert_nothing_left()
+
+    (neon_project.path / "conftest.py").write_text(recipe)
+    result = neon_project.run("--neon-alembic-checks", "-rA")
+    output = neon_project.output(result)
+    seen = outcomes(result)
+    assert seen["test_app.py::test_migrated_state"] == "PASSED", output
+    # pytest-alembic's checks start from an empty branch, as pytest-alembic's do: the
+    # upgrade fails there too, and the failure points at the recipe.
+    assert seen[ITEM.format("test_upgrade")] == "FAILED", output
+    assert "MigrationStart" in plugin_section(failure_sections(result), "test_upgrade")
+    assert log.read_text().splitlines() == ["enter sandbox", "exit"]  # once, around both
+    assert re.fullmatch(
+        r"migrations: \d+\.\d\d s \(MetaData\.create_all\(\) \+ stamp heads, upgrade heads, "
+        r"alembic\.ini\)",
+        neon_project.summary(result).line("migrations:"),
+    )
+    neon_project.assert_nothing_left()
+
+    log.unlink()
+    result = neon_project.run("-rA", "-k", "migrated_state")
+    result.assert_outcomes(passed=1)
+    assert neon_project.summary(result).line("migrations:").startswith("migrations: cached (")
+    assert not log.exists(), "neon_migration_context was entered although nothing migrated"
+    neon_project.assert_nothing_left()
+
+
+def test_flask_migrate_layout(neon_project: NeonProject) -> None:
+    """`flask db init`: migrations/alembic.ini without script_location, no rootdir alembic.ini.
+
+    It is found, migrated, checked (items bound to it), and the report names it.
+    """
+    copy_project(neon_project, "good_basic")
+    migrations = neon_project.path / "migrations"
+    ini = (neon_project.path / "alembic.ini").read_text()
+    (neon_project.path / "alembic.ini").unlink()
+    (migrations / "alembic.ini").write_text(
+        "\n".join(
+            line for line in ini.splitlines() if not line.startswith("script_location")
+        ).replace("%(here)s", str(neon_project.path))
+    )
+    neon_project.pytester.makepyfile(
+        test_state="""
+        import sqlalchemy as sa
+
+
+        def test_tables(neon_engine_readonly):
+            with neon_engine_readonly.connect() as connection:
+                names = set(sa.inspect(connection).get_table_names())
+            assert {"customers", "orders", "alembic_version"} <= names
+        """
+    )
+
+    result = neon_project.run("--neon-alembic-checks", "-rA")
+    output = neon_project.output(result)
+
+    checks = {k: v for k, v in outcomes(result).items() if k.startswith("migrations/alembic")}
+    assert checks == {f"migrations/{ITEM.format(check)}": "PASSED" for check in CHECKS}, output
+    assert outcomes(result)["test_state.py::test_tables"] == "PASSED", output
+    assert re.fullmatch(
+        r"migrations: \d+\.\d\d s \(alembic upgrade heads, migrations/alembic\.ini\)",
+        neon_project.summary(result).line("migrations:"),
+    ), output
+    neon_project.assert_nothing_left()
+
+
+def test_test_alembic_works_on_this_pytest(neon_project: NeonProject) -> None:
+    """pytest-alembic's own --test-alembic, through the plugin (its collector crashes on
+    pytest >= 9.2): its items, node ids, order and options, on a fresh branch each."""
+    copy_project(neon_project, "good_basic")
+    neon_project.pytester.makeconftest("")
+    result = neon_project.run(
+        "--test-alembic",
+        "--alembic-tests-path",
+        "conftest.py",
+        "--alembic-exclude",
+        "upgrade",
+        "-v",
+        "-rA",
+        "-p",
+        "no:randomly",
+    )
+    output = neon_project.output(result)
+
+    assert run_order(result)[:3] == [
+        "conftest.py::pytest-alembic::test_model_definitions_match_ddl",
+        "conftest.py::pytest-alembic::test_single_head_revision",
+        "conftest.py::pytest-alembic::test_up_down_consistency",
+    ], output
+    result.assert_outcomes(passed=3 + 2)  # and test_app.py's two
+    assert "'_nodeid'" not in output
+    summary = neon_project.summary(result)
+    assert (summary.created, summary.deleted) == (3 + 1, 3 + 1), summary.line("branches:")
+    neon_project.assert_nothing_left()
+
+
+def test_checks_use_the_projects_alembic_config_and_alembic_engine(
+    neon_project: NeonProject,
+) -> None:
+    """The project's alembic_engine (here: the plugin's, with a schema made first) and
+    alembic_config (pytest-alembic's at_revision_data) are the ones the checks run with."""
+    copy_project(neon_project, "good_basic")
+    (neon_project.path / "migrations" / "versions" / "0004_audit.py").write_text(
+        '"""audit events, in the audit schema the DBA creates"""\n'
+        "from alembic import op\n\n"
+        'revision = "0004"\ndown_revision = "0003"\nbranch_labels = None\ndepends_on = None\n\n\n'
+        "def upgrade():\n"
+        '    op.execute("CREATE TABLE audit.events (id serial PRIMARY KEY)")\n\n\n'
+        "def downgrade():\n"
+        '    op.execute("DROP TABLE audit.events")\n'
+    )
+    engine_override = """
+        import pytest
+        import sqlalchemy as sa
+
+
+        @pytest.fixture
+        def alembic_engine(alembic_engine):
+            with alembic_engine.begin() as connection:
+                connection.execute(sa.text("CREATE SCHEMA audit"))
+            return alembic_engine
+        """
+    neon_project.pytester.makeconftest(engine_override)
+    result = neon_project.run("--neon-alembic-checks", "-k", "test_upgrade", "-rA")
+    assert outcomes(result) == {ITEM.format("test_upgrade"): "PASSED"}, neon_project.output(result)
+
+    # Without it: the schema is missing, as the database says.
+    (neon_project.path / "conftest.py").unlink()
+    result = neon_project.run("--neon-alembic-checks", "-k", "test_upgrade", "-rA")
+    text = plugin_section(failure_sections(result), "test_upgrade")
+    assert "Migration 0004" in text and 'schema "audit" does not exist' in text, text
+
+    # at_revision_data: a row inserted right after 0001 collides with 0002's seed.
+    neon_project.pytester.makeconftest(
+        engine_override
+        + """
+
+        @pytest.fixture
+        def alembic_config():
+            return {
+                "at_revision_data": {
+                    "0001": {"__tablename__": "customers", "email": "house@example.com"}
+                }
+            }
+        """
+    )
+    result = neon_project.run("--neon-alembic-checks", "-k", "test_upgrade", "-rA")
+    text = plugin_section(failure_sections(result), "test_upgrade")
+    assert "Migration 0002" in text and "duplicate key" in text, text
     neon_project.assert_nothing_left()

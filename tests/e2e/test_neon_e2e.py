@@ -22,7 +22,11 @@ Where the emulator differs from Neon, and what is relaxed for it:
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -31,6 +35,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 import requests
+
+from pytest_neon_alembic.backends.neon.owner import RunOwner
 
 try:  # tests/ is on sys.path under pytest (its conftest.py has no package)
     from neon_emulator import NeonEmulator
@@ -54,7 +60,10 @@ EMULATOR_GAPS = ("test_a_readonly.py::test_1b_readonly_refuses_large_objects",)
 
 # An inner conftest.py that shortens two of the plugin's limits, so that a hung or dead API
 # costs seconds: the read timeout (30 s by default) and how long an API that refuses
-# connections is retried (20 s by default). The code paths are the plugin's own.
+# connections is retried (20 s by default). For hung calls the read timeout is the longer of
+# the two, as in the defaults: a call that timed out must still be retried (within the 120 s
+# budget). For a dead API, a budget long enough to tell one budget from one per call.
+# The code paths are the plugin's own.
 SHORT_TIMEOUTS = """
 import dataclasses
 
@@ -63,16 +72,17 @@ from pytest_neon_alembic.backends.neon import http as neon_http
 
 @dataclasses.dataclass(frozen=True)
 class ShortTimeouts(neon_http.RetryPolicy):
-    read_timeout: float = READ_TIMEOUT
-    unreachable_budget: float = UNREACHABLE_BUDGET
+    read_timeout: float = {read_timeout}
+    unreachable_budget: float = {unreachable_budget}
 
 
 neon_http.RetryPolicy = ShortTimeouts
 """
 READ_TIMEOUT = 2.0
 UNREACHABLE_BUDGET = 3.0
-SHORT_TIMEOUTS = SHORT_TIMEOUTS.replace("READ_TIMEOUT", str(READ_TIMEOUT)).replace(
-    "UNREACHABLE_BUDGET", str(UNREACHABLE_BUDGET)
+HUNG_TIMEOUTS = SHORT_TIMEOUTS.format(read_timeout=READ_TIMEOUT, unreachable_budget=1.0)
+DEAD_TIMEOUTS = SHORT_TIMEOUTS.format(
+    read_timeout=READ_TIMEOUT, unreachable_budget=UNREACHABLE_BUDGET
 )
 
 # Three tests: two write on the isolated branch, one reads the read-only and writes the dirty one.
@@ -355,19 +365,21 @@ def test_rate_limits_locks_and_server_errors_are_retried(
 def test_hung_calls_time_out_and_are_retried_or_recovered(
     neon_project: NeonProject, emulator: NeonEmulator
 ) -> None:
-    """A call that hangs past the read timeout: a GET and a restore are sent again; a create
-    (not idempotent) is looked up by name first, then made again. The run passes."""
+    """Calls that hang past the read timeout: an operation poll is sent again; a create and
+    two restores (not safe to repeat) are looked up first. The create stuck on its way in is
+    made again (the late one then meets the name taken); the restores, one applied late and
+    one whose answer was lost, are found applied and not sent twice. The run passes."""
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(SHORT_TIMEOUTS)
+    neon_project.pytester.makeconftest(HUNG_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=APP_TESTS)
     hang = READ_TIMEOUT + 1.5
     faults = emulator.faults
     faults.hang(1, seconds=hang, method="POST", path=BRANCHES)  # the migration branch
     faults.hang(1, seconds=hang, method="GET", path="*/operations/")  # its first poll
-    # The first reset. Its late answer must come before the retry (sent after the timeout
-    # and a backoff of at least 0.75 s): a restore applied after its retry would hit the
-    # next test (a known limit of retrying a restore after a timeout, see the README).
+    # The first reset reaches Neon late, but before the look-up (after a 1 s pause); the
+    # second is applied at once and its answer comes too late.
     faults.hang(1, seconds=READ_TIMEOUT + 0.3, method="POST", path="*/restore")
+    faults.hang(1, seconds=hang, method="POST", path="*/restore", stall="answer")
 
     result, calls, seconds = run_neon(neon_project, emulator)
     output = neon_project.output(result)
@@ -380,7 +392,10 @@ def test_hung_calls_time_out_and_are_retried_or_recovered(
     # The hung create was applied after its retry: Neon refuses the duplicate name (409).
     assert (summary.created, summary.deleted) == (4, 4), summary.line("branches:")
     restores = [call for call in calls if call[0] == "POST" and call[1].endswith("/restore")]
-    assert summary.resets is not None and len(restores) >= summary.resets + 1
+    assert summary.resets is not None and summary.resets >= APP_WRITES
+    assert len(restores) == summary.resets  # none sent twice
+    looked_up = [c for c in calls if c[0] == "GET" and c[1].startswith(BRANCHES + "/br-")]
+    assert len(looked_up) == 2  # one look at the branch per restore without an answer
     assert seconds < 60
     _show_counts(f"hung calls, N=3 tests, W={APP_WRITES} writing, k=1 worker", calls)
     _no_key(output)
@@ -395,9 +410,10 @@ def test_create_applied_late_is_adopted_not_leaked(
     """The first create times out and reaches Neon after the lookup by name found nothing;
     the second one then collides with it (409). The branch is ours: use it, leak nothing."""
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(SHORT_TIMEOUTS)
+    neon_project.pytester.makeconftest(HUNG_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=APP_TESTS)
-    emulator.faults.hang(1, seconds=READ_TIMEOUT + 1.0, method="POST", path=BRANCHES)
+    # Lands 0.6 s after the look-up, which waits for the first backoff (1 s) after the timeout.
+    emulator.faults.hang(1, seconds=READ_TIMEOUT + 1.6, method="POST", path=BRANCHES)
     emulator.faults.hang(1, seconds=1.5, method="POST", path=BRANCHES)  # lands after it
 
     result, calls, _seconds = run_neon(neon_project, emulator)
@@ -468,7 +484,7 @@ def _run_until_the_api_dies(
     Returns the result, the session's seconds, and the seconds from the death to the end.
     """
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(SHORT_TIMEOUTS)
+    neon_project.pytester.makeconftest(DEAD_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=DIE_TESTS)
     die_signal = neon_project.path / "die-now"
     died: list[float] = []
@@ -504,13 +520,30 @@ def test_api_dying_mid_session_is_one_clear_error(
     _no_plugin_traceback(output)
     _no_key(output)
     assert seconds < 60
-    # Nothing could be deleted; the run's branches are left for a later run's sweep (the
-    # emulator cannot be restarted with its state, so that later run is not shown here).
+    # Nothing could be deleted: the report names every branch left, and the read-only
+    # endpoint, and says how to remove them.
     left = [b for b in emulator.branches() if b["id"] != emulator.default_branch_id]
-    print("left: " + ", ".join(f"{b['name']} (expires_at {b.get('expires_at')})" for b in left))
-    assert left
-    assert all(b["name"].startswith("pytest-") for b in left), [b["name"] for b in left]
+    assert len(left) == 2, [b["name"] for b in left]  # migration, isolated
+    named = neon_project.summary(result).line("left behind (could not be deleted): ")
+    for branch in left:
+        assert f"{branch['name']} ({branch['id']})" in named, named
+    endpoints = emulator.project.api_list_endpoints()[1]["endpoints"]
+    read_only = [e for e in endpoints if e["type"] == "read_only"]
+    assert [f"read-only endpoint {e['id']} of {e['branch_id']}" in named for e in read_only] == [
+        True
+    ]
+    assert "pytest --neon-cleanup" in named and "neonctl branches delete" in named
     assert not neon_project.runs_left(), "the run directory was left behind"
+
+    # The API comes back: the next run on this machine deletes them at its start.
+    emulator.faults.revive()
+    neon_project.pytester.makepyfile(test_app="def test_dirty(neon_branch_dirty):\n    pass\n")
+    result, _calls, _seconds = run_neon(neon_project, emulator)
+    result.assert_outcomes(passed=1)
+    swept = neon_project.summary(result).line("stale branches of earlier runs: ")
+    assert all(branch["id"] in swept for branch in left), swept
+    assert_only_default_branch(emulator)
+    neon_project.assert_nothing_left()
 
 
 def test_dead_api_costs_one_retry_budget_not_one_per_call(
@@ -568,9 +601,144 @@ def test_failing_migration_leaves_only_the_default_branch(
         assert text in output, text
     summary = neon_project.summary(result)
     assert (summary.created, summary.deleted) == (1, 1), summary.line("branches:")
-    assert "migrations: not run" in output
+    assert "migrations: failed (alembic upgrade heads, alembic.ini)" in output
     _show_counts("failing migration, k=1 worker", calls)
     _no_plugin_traceback(output)
     _no_key(output)
     assert_only_default_branch(emulator)
+    neon_project.assert_nothing_left()
+
+
+# -- runs that are over, and what they left ----------------------------------------------------
+
+SLEEPING_TESTS = """
+import time
+from pathlib import Path
+
+
+def test_sleep(neon_branch_isolated, neon_branch_dirty, neon_branch_readonly, neon_branch_shared):
+    Path("marker").touch()
+    time.sleep(120)
+"""
+
+AFTER_TESTS = """
+import psycopg
+
+
+def test_after(neon_branch_isolated):
+    with psycopg.connect(neon_branch_isolated.connection_string) as connection:
+        assert connection.execute("SELECT count(*) FROM items").fetchone() == (1,)
+"""
+
+
+def test_sigkilled_run_then_a_rerun_leaves_no_branch(
+    neon_project: NeonProject, emulator: NeonEmulator
+) -> None:
+    """SIGKILL during a test, then a run at once on the same machine: at its start it deletes
+    the killed run's branches (the shared one, which would expire in 10 minutes, too). While
+    the killed run was alive, its files held no password and no API key in clear."""
+    neon_project.write_alembic("connect")
+    neon_project.pytester.makepyfile(test_sleep=SLEEPING_TESTS, test_after=AFTER_TESTS)
+    marker = neon_project.path / "marker"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_sleep.py"],
+        cwd=neon_project.path,
+        env=neon_project.subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline, "no test started"
+            time.sleep(0.05)
+        [run] = neon_project.runs_left()
+        files = [path.read_bytes() for path in run.rglob("*") if path.is_file()]
+        assert len(files) > 5
+        for secret in (emulator.project.password, API_KEY):
+            assert not [text for text in files if secret.encode() in text]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    left = [branch["name"] for branch in emulator.branches()[1:]]
+    assert len(left) == 4, left  # migration, isolated, dirty, shared; + the read-only endpoint
+
+    result, _calls, _seconds = run_neon(neon_project, emulator, "test_after.py")
+
+    result.assert_outcomes(passed=1)
+    swept = neon_project.summary(result).line("stale branches of earlier runs: 4 deleted")
+    assert all(name in swept for name in left), swept
+    assert_only_default_branch(emulator)
+    neon_project.assert_nothing_left()
+
+
+def _create_branch(
+    emulator: NeonEmulator,
+    name: str,
+    owner: RunOwner | None = None,
+    parent: str | None = None,
+    expires: bool = False,
+) -> str:
+    """A branch (and its compute) made through the API as some run would; its ID."""
+    spec: dict = {"name": name}
+    if parent:
+        spec["parent_id"] = parent
+    if expires:
+        spec["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 600))
+    body: dict = {"branch": spec, "endpoints": [{"type": "read_write"}]}
+    if owner is not None:
+        body["annotation_value"] = owner.annotation()
+    answer = requests.post(
+        f"{emulator.base_url}{BRANCHES}",
+        json=body,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    time.sleep(3 * OPERATION_DELAY)  # its operations: done before a child is made of it
+    return answer.json()["branch"]["id"]
+
+
+def test_neon_cleanup_deletes_stale_leftovers_and_nothing_else(
+    neon_project: NeonProject, emulator: NeonEmulator, dead_run_owner: Callable[[str], RunOwner]
+) -> None:
+    """`pytest --neon-cleanup` runs no test. It deletes this plugin's branches of runs on
+    other machines idle for over an hour, and of runs on this machine that are over; it
+    lists and leaves alone what may be in use, expires by itself, or is not its own."""
+    dead_here = dead_run_owner("0dead0aa")
+    live_here = RunOwner.of_process(os.getpid(), "11fe0aaa")
+    elsewhere = RunOwner(run_id="0e15e0aa", host="ci-runner-7", pid=4242, boot="b00t/pid:[1]")
+    young_elsewhere = RunOwner(**{**elsewhere.to_dict(), "run_id": "1e15e0aa"})
+
+    old = _create_branch(emulator, "pytest-ci-0e15e0aa-migration", elsewhere)
+    old_child = _create_branch(emulator, "pytest-ci-0e15e0aa-dirty", elsewhere, old)
+    old_unmarked = _create_branch(emulator, "pytest-ci-2e15e0aa-migration")  # older version
+    young = _create_branch(emulator, "pytest-ci-1e15e0aa-migration", young_elsewhere)
+    expiring = _create_branch(
+        emulator, "pytest-ci-1e15e0aa-shared-gw0-1", young_elsewhere, young, expires=True
+    )
+    dead = _create_branch(emulator, "pytest-0dead0aa-migration", dead_here)
+    live = _create_branch(emulator, "pytest-11fe0aaa-migration", live_here)
+    foreign = [_create_branch(emulator, name) for name in ("pytest-ci-ab12-test", "feature/x")]
+    for branch_id in (old, old_child, old_unmarked, expiring, live, *foreign):
+        emulator.backdate(branch_id, 2 * 3600)
+
+    result = neon_project.run("--neon-cleanup")
+    output = neon_project.output(result)
+
+    assert result.ret == pytest.ExitCode.OK, output
+    assert "passed" not in output and "test session starts" not in output
+    remaining = {branch["id"] for branch in emulator.branches()}
+    assert remaining == {emulator.default_branch_id, young, expiring, live, *foreign}
+    listed = {line.split(" -- ")[0].strip() for line in output.splitlines() if " -- " in line}
+    by_id = {branch_id: name for name, branch_id in re.findall(r": (\S+) \((br-[^)]+)\)", output)}
+    assert set(by_id) == {old, old_child, old_unmarked, dead, young, expiring, live}, listed
+    assert f"deleted: pytest-0dead0aa-migration ({dead})" in listed
+    assert f"left alone: pytest-11fe0aaa-migration ({live})" in listed
+    assert "4 deleted, 0 could not be deleted, 3 left alone" in output
+    assert "Nothing else in the project was touched." in output
+    _no_key(output)
     neon_project.assert_nothing_left()

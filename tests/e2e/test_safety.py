@@ -76,22 +76,31 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import app_db
-from pytest_neon_alembic.errors import ForeignDatabaseError
+from pytest_neon_alembic.errors import ForeignDatabaseError, NoBranchError
 
 DEV_URL = Path(__file__).with_name("dev_url.txt").read_text().strip()  # e.g. from a .env file
 INSERT = sa.text("INSERT INTO items (name) VALUES ('from-a-test')")
 
 
+WHERE = sa.text("SELECT current_database()")
+
+
 def test_app_engine_built_at_import(neon_branch_isolated):
-    with pytest.raises(ForeignDatabaseError, match="sandbox"):
-        with app_db.engine.begin() as connection:
-            connection.execute(INSERT)
+    # Built from the sandbox: it follows the test to its branch.
+    with app_db.engine.begin() as connection:
+        connection.execute(INSERT)
+        assert connection.execute(WHERE).scalar() == neon_branch_isolated.branch_id
 
 
 def test_session_fixture_without_a_branch(session_engine, neon_branch_isolated):
-    with pytest.raises(ForeignDatabaseError, match="sandbox"):
-        with session_engine.begin() as connection:
-            connection.execute(INSERT)
+    with session_engine.begin() as connection:
+        connection.execute(INSERT)
+        assert connection.execute(WHERE).scalar() == neon_branch_isolated.branch_id
+
+
+def test_app_engine_in_a_test_without_a_branch():
+    with pytest.raises(NoBranchError, match="asked for no database branch"):
+        app_db.engine.connect()
 
 
 def test_session_fixture_with_a_branch(dirty_engine):
@@ -197,7 +206,7 @@ def test_app_engines_fixtures_and_drivers_never_reach_the_development_database(
 
     result = neon_project.run(*(["-n", workers] if workers else []))
 
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
     assert DEV_PASSWORD not in neon_project.output(result)
     neon_project.assert_nothing_left()
 
@@ -213,7 +222,13 @@ with engine.connect() as connection:
     context.configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
+    connection.commit()
 """
+# Reads the development URL from a file of its own (a .env file, alembic.ini's sqlalchemy.url).
+ENV_PY_FROM_A_FILE = ENV_PY_FROM_SETTINGS.replace(
+    "app_settings.DATABASE_URL",
+    'open("dev_url.txt").read().strip().replace("postgresql://", "postgresql+psycopg://")',
+)
 
 
 @pytest.mark.parametrize("checks", [False, True])
@@ -221,7 +236,7 @@ def test_env_py_ignoring_the_connection_is_stopped_before_it_connects(
     neon_project: NeonProject, dev_database: str, checks: bool
 ) -> None:
     neon_project.write_alembic("connect")
-    (neon_project.path / "migrations" / "env.py").write_text(ENV_PY_FROM_SETTINGS)
+    (neon_project.path / "migrations" / "env.py").write_text(ENV_PY_FROM_A_FILE)
     _write_app(neon_project)
     neon_project.pytester.makepyfile(
         test_one="def test_needs_the_database(neon_branch_isolated):\n    pass\n"
@@ -231,11 +246,40 @@ def test_env_py_ignoring_the_connection_is_stopped_before_it_connects(
 
     output = neon_project.output(result)
     assert DEV_PASSWORD not in output
-    assert SANDBOX_HOST in output
     assert "env.py" in output and 'config.attributes.get("connection", None)' in output
+    assert "this test run did" in output  # ... not create
     if checks:  # each check that migrates fails with the same explanation
         assert "FAILED alembic.ini::test_upgrade" in output
     assert result.ret != 0
+    neon_project.assert_nothing_left()
+
+
+def test_env_py_using_the_apps_sandbox_engine_migrates_the_right_branch(
+    neon_project: NeonProject, dev_database: str
+) -> None:
+    """An env.py that ignores the injected connection but uses the app's settings (the
+    sandbox, captured at import) follows the migration branch, and the checks' branches."""
+    neon_project.write_alembic("connect")
+    (neon_project.path / "migrations" / "env.py").write_text(ENV_PY_FROM_SETTINGS)
+    _write_app(neon_project)
+    neon_project.pytester.makepyfile(
+        test_one="""
+        import sqlalchemy as sa
+
+        import app_db
+
+
+        def test_migrated(neon_branch_isolated):
+            with app_db.engine.connect() as connection:
+                assert connection.execute(sa.text("SELECT count(*) FROM items")).scalar() == 1
+        """
+    )
+
+    # (no target_metadata in this env.py: the model/DDL check does not apply)
+    result = neon_project.run("--neon-alembic-checks", "-k", "not model_definitions")
+
+    result.assert_outcomes(passed=4, deselected=1)  # three checks and the test
+    assert DEV_PASSWORD not in neon_project.output(result)
     neon_project.assert_nothing_left()
 
 

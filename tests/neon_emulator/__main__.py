@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--project-id", default="emulated-project-123456")
     parser.add_argument("--operation-delay", type=float, default=0.05, metavar="SECONDS")
     parser.add_argument(
+        "--operation-jitter", type=float, default=0.0, metavar="FRACTION", help="e.g. 0.3: +-30 %%"
+    )
+    parser.add_argument(
         "--admin-url",
         default=None,
         help="superuser URL of an existing PostgreSQL (default: start an embedded one)",
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key,
         project_id=args.project_id,
         operation_delay=args.operation_delay,
+        operation_jitter=args.operation_jitter,
         admin_url=args.admin_url,
         port=args.port,
     )

@@ -21,7 +21,12 @@ _MUTATING = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 
 @dataclass
 class Fault:
-    """One armed fault; ``kind`` is ``rate_limit``, ``lock``, ``fail`` or ``hang``."""
+    """One armed fault; ``kind`` is ``rate_limit``, ``lock``, ``fail`` or ``hang``.
+
+    A hang stalls the ``request`` (it waits before it is processed: applied late)
+    or the ``answer`` (processed at once, its answer held back: applied, but the
+    client may not learn it).
+    """
 
     kind: str
     remaining: int
@@ -30,6 +35,7 @@ class Fault:
     status: int = 500
     retry_after: float = 1
     seconds: float = 0.0
+    stall: str = "request"
 
     def matches(self, method: str, path: str) -> bool:
         if self.method is not None and method != self.method:
@@ -47,6 +53,7 @@ class FaultInjector:
         self._faults: list[Fault] = []
         self._dead = threading.Event()
         self._on_die: list[Callable[[], None]] = []
+        self._on_revive: list[Callable[[], None]] = []
 
     def _arm(self, fault: Fault) -> Fault:
         if fault.remaining < 1:
@@ -96,19 +103,34 @@ class FaultInjector:
         *,
         method: str | None = None,
         path: str | None = None,
+        stall: str = "request",
     ) -> Fault:
-        """Next ``count`` requests: wait ``seconds`` before answering (normally) -- for timeouts."""
-        return self._arm(Fault("hang", count, method, path, seconds=seconds))
+        """Next ``count`` requests: answered (normally) ``seconds`` late -- for timeouts.
+
+        ``stall="request"``: the request waits, then is processed (a call stuck on
+        its way in, applied late); ``"answer"``: processed at once, the answer
+        waits (a call applied whose answer is slow or lost).
+        """
+        if stall not in ("request", "answer"):
+            raise ValueError("stall must be 'request' or 'answer'")
+        return self._arm(Fault("hang", count, method, path, seconds=seconds, stall=stall))
 
     def die(self) -> None:
         """From now on the API answers nothing: the port refuses connections and open
-        keep-alive connections are closed without an answer."""
+        keep-alive connections are closed without an answer (until ``revive()``)."""
         self._dead.set()
         for callback in list(self._on_die):
             callback()
 
+    def revive(self) -> None:
+        """The API answers again, on the same port, with the project as it was: the end of
+        an outage of Neon's API (its computes ran on meanwhile)."""
+        for callback in list(self._on_revive):
+            callback()
+        self._dead.clear()
+
     def clear(self) -> None:
-        """Disarm every pending fault (``die()`` cannot be undone)."""
+        """Disarm every pending fault (``die()`` is undone by ``revive()`` only)."""
         with self._lock:
             self._faults.clear()
 

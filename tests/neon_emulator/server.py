@@ -265,7 +265,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         request_id = self.headers.get("X-Request-ID") or str(uuid.uuid4())
 
         fault = emulator.faults.take(method, relative if relative is not None else path)
-        if fault is not None and fault.kind == "hang":
+        if fault is not None and fault.kind == "hang" and fault.stall == "request":
             time.sleep(fault.seconds)
             if emulator.faults.dead or emulator.stopped:
                 self._drop()
@@ -287,6 +287,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self._send_error(423, LOCKED_MESSAGE, request_id)
                 return
             status, body = self._answer(method, relative, url.query, raw)
+            if fault is not None and fault.kind == "hang":  # stall="answer": applied already
+                time.sleep(fault.seconds)
+                if emulator.faults.dead or emulator.stopped:
+                    self._drop()
+                    return
             self._send(status, body, request_id)
         except _MethodNotAllowed as error:
             self._send_error(405, error.message, request_id, {"Allow": ", ".join(error.allowed)})
@@ -377,8 +382,9 @@ class NeonEmulator:
     may be called any number of times. Use :attr:`base_url` as neon-api's
     ``base_url`` (add the trailing slash neon-api needs: ``base_url + "/"``).
 
-    ``operation_delay`` is how long each operation runs; a call's operations
-    run one after another.
+    ``operation_delay`` is how long each operation runs, give or take
+    ``operation_jitter`` (a fraction of it: 0.3 is +-30 %, drawn for each
+    operation); a call's operations run one after another.
     """
 
     def __init__(
@@ -387,6 +393,7 @@ class NeonEmulator:
         api_key: str = "test-key",
         project_id: str = "emulated-project-123456",
         operation_delay: float = 0.05,
+        operation_jitter: float = 0.0,
         admin_url: str | None = None,
         port: int = 0,
     ) -> None:
@@ -394,6 +401,9 @@ class NeonEmulator:
             raise ValueError("project_id must match ^[a-z0-9-]{1,60}$, like Neon's IDs")
         if operation_delay < 0:
             raise ValueError("operation_delay must not be negative")
+        if not 0 <= operation_jitter < 1:
+            raise ValueError("operation_jitter must be a fraction in [0, 1)")
+        self.operation_jitter = operation_jitter
         self.api_key = api_key
         self.project_id = project_id
         self.operation_delay = operation_delay
@@ -402,6 +412,7 @@ class NeonEmulator:
         self.calls: list[tuple[str, str]] = []
         self.faults = FaultInjector()
         self.faults._on_die.append(self._shut_http)
+        self.faults._on_revive.append(self._open_http)
         self.base_url = ""
         self.default_branch_id = ""
         self.stopped = False
@@ -439,15 +450,13 @@ class NeonEmulator:
             self._project = Project(
                 project_id=self.project_id,
                 operation_delay=self.operation_delay,
+                operation_jitter=self.operation_jitter,
                 cluster=self._cluster,
             )
             self._project.bootstrap()
             self.default_branch_id = self._project.default_branch_id
             self._spawn("neon-emulator-operations", self._project.run_background)
-            self._http = _HttpServer(("127.0.0.1", self._port), self)
-            port = self._http.server_address[1]
-            self._spawn("neon-emulator-http", lambda: self._http_serve(self._http))
-            self.base_url = f"http://127.0.0.1:{port}{API_PREFIX}"
+            self._open_http()
         except BaseException:
             self.stop()
             raise
@@ -483,6 +492,10 @@ class NeonEmulator:
         """The project's current branches as the API shows them, oldest first."""
         return self.project.branch_list()
 
+    def backdate(self, branch_id: str, seconds: float) -> None:
+        """Make a branch look ``seconds`` older (created and last reset that much earlier)."""
+        self.project.backdate(branch_id, seconds)
+
     # -- internals ----------------------------------------------------------------------
 
     def _start_embedded(self) -> str:
@@ -506,6 +519,16 @@ class NeonEmulator:
     def _http_serve(server: _HttpServer | None) -> None:
         if server is not None:
             server.serve_forever(poll_interval=0.05)
+
+    def _open_http(self) -> None:
+        """Serve the API (again, after ``faults.die()``: on the same port)."""
+        with self._http_lock:
+            if self._http is not None or self.stopped:
+                return
+            server = self._http = _HttpServer(("127.0.0.1", self._port), self)
+            self._port = server.server_address[1]
+        self._spawn("neon-emulator-http", lambda: self._http_serve(server))
+        self.base_url = f"http://127.0.0.1:{self._port}{API_PREFIX}"
 
     def _shut_http(self) -> None:
         """Close the API port and its keep-alive connections (``stop()`` and ``faults.die()``)."""

@@ -12,7 +12,8 @@ database backs this branch right now" can never observe a half-done restore.
 Proxies never hold the lock while piping bytes.
 
 Time: operations of one call run one after another, each taking
-``operation_delay`` seconds; their effects (branch ``ready``, endpoint
+``operation_delay`` seconds (give or take ``operation_jitter``, a fraction of
+it, drawn for each operation); their effects (branch ``ready``, endpoint
 ``active``, the data swap of a restore, a new password) happen when they
 finish. :meth:`Project.advance` applies everything that is due; it runs at the
 start of every request and in a background thread, so the state is exact at
@@ -26,6 +27,7 @@ import binascii
 import itertools
 import json
 import logging
+import random
 import re
 import secrets
 import string
@@ -52,6 +54,10 @@ HOST = "127.0.0.1"
 DEFAULT_BRANCH_NAME = "main"
 MAX_EXPIRY_SECONDS = 30 * 24 * 3600
 MAX_NAME_LENGTH = 256
+MAX_ANNOTATION_PROPERTIES = 50  # the spec's AnnotationValueData: maxProperties 50
+# Open question (not in the fact sheet): the ``object.type`` Neon puts in a branch's
+# annotation is not documented; clients read only ``value``.
+ANNOTATION_OBJECT_TYPE = "branch"
 # Open question 10 (creation_source for API-created objects): "console" is what
 # the only recorded real responses show.
 CREATION_SOURCE = "console"
@@ -266,6 +272,17 @@ class Branch:
     snapshot_mark: int = 0
     last_write: int = 0
     database_id: int = 0
+    annotation: dict[str, str] | None = None  # annotation_value given at creation
+
+    def annotation_json(self) -> dict[str, Any]:
+        """The spec's AnnotationData: what the branch was annotated with (``{}``: nothing)."""
+        body: dict[str, Any] = {
+            "object": {"type": ANNOTATION_OBJECT_TYPE, "id": self.id},
+            "value": dict(self.annotation or {}),
+        }
+        if self.annotation is not None:
+            body["created_at"] = body["updated_at"] = rfc3339(self.created_at)
+        return body
 
     def to_json(self, project_id: str) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -472,10 +489,18 @@ def _decode_cursor(cursor: str) -> list[Any]:
 class Project:
     """One emulated Neon project, its state lock, and the API's behaviour."""
 
-    def __init__(self, *, project_id: str, operation_delay: float, cluster: Cluster) -> None:
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        operation_delay: float,
+        cluster: Cluster,
+        operation_jitter: float = 0.0,
+    ) -> None:
         self.id = project_id
         self.name = "emulated-project"
         self.operation_delay = operation_delay
+        self.operation_jitter = operation_jitter
         self.cluster = cluster
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
@@ -587,9 +612,11 @@ class Project:
     ) -> list[Operation]:
         """Operations ``(action, branch_id, endpoint_id, on_finish)`` run one after another."""
         start = time.time()
-        delay = self.operation_delay
         ops = []
+        begins = start
         for index, (action, branch_id, endpoint_id, on_finish) in enumerate(steps):
+            spread = self.operation_jitter
+            ends = begins + self.operation_delay * random.uniform(1 - spread, 1 + spread)
             ops.append(
                 Operation(
                     id=str(uuid.uuid4()),
@@ -598,13 +625,14 @@ class Project:
                     branch_id=branch_id,
                     endpoint_id=endpoint_id,
                     created_at=start,
-                    start_at=start + index * delay,
-                    finish_at=start + (index + 1) * delay,
+                    start_at=begins,
+                    finish_at=ends,
                     status="running" if index == 0 else "scheduling",
                     updated_at=start,
                     on_finish=on_finish,
                 )
             )
+            begins = ends
         self.operations.extend(ops)
         self._pending.extend(ops)
         self.advance()  # with operation_delay=0 everything is done at once
@@ -819,6 +847,19 @@ class Project:
 
     # -- public snapshot for tests ----------------------------------------------------------
 
+    def backdate(self, branch_id: str, seconds: float) -> None:
+        """Move a branch's history ``seconds`` into the past (for tests of stale branches):
+        its creation, last change and last reset; its expiry stays."""
+        with self.lock:
+            branch = self._branch(branch_id)
+            branch.created_at -= seconds
+            branch.updated_at -= seconds
+            branch.state_changed_at -= seconds
+            if branch.last_reset_at is not None:
+                branch.last_reset_at -= seconds
+            if branch.parent_timestamp is not None:
+                branch.parent_timestamp -= seconds
+
     def branch_list(self) -> list[dict[str, Any]]:
         with self.lock:
             self.advance()
@@ -915,7 +956,8 @@ class Project:
             pagination["next"] = _encode_cursor(key(branches[-1]))
         return 200, {
             "branches": [b.to_json(self.id) for b in branches],
-            "annotations": {},
+            # Keyed by branch ID (AnnotationsMapResponse), only the annotated ones.
+            "annotations": {b.id: b.annotation_json() for b in branches if b.annotation},
             "pagination": pagination,
         }
 
@@ -923,7 +965,9 @@ class Project:
         return 200, {"count": len(self._search(query))}
 
     def api_get_branch(self, branch_id: str) -> tuple[int, Any]:
-        return 200, {"branch": self._branch(branch_id).to_json(self.id)}
+        branch = self._branch(branch_id)
+        # AnnotationResponse: ``annotation`` is required in the answer of a get.
+        return 200, {"branch": branch.to_json(self.id), "annotation": branch.annotation_json()}
 
     def api_create_branch(self, body: Any) -> tuple[int, Any]:
         body = {} if body is None else _object(body, "the request body")
@@ -949,6 +993,10 @@ class Project:
             isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
         ):
             raise ApiError(400, "annotation_value must be an object of strings")
+        if annotations is not None and len(annotations) > MAX_ANNOTATION_PROPERTIES:
+            raise ApiError(
+                400, f"annotation_value must have at most {MAX_ANNOTATION_PROPERTIES} properties"
+            )
         endpoint_specs = body.get("endpoints") or []
         if not isinstance(endpoint_specs, list):
             raise ApiError(400, "endpoints must be an array")
@@ -988,6 +1036,7 @@ class Project:
             parent_timestamp=now,
             parent_lsn=self._next_lsn(),
             database_id=next(self._database_ids),
+            annotation=dict(annotations) if annotations is not None else None,
         )
         if expires_at is not None:
             branch.expires_at = expires_at

@@ -9,7 +9,12 @@ import psycopg
 import pytest
 
 from pytest_neon_alembic.errors import MigrationError
-from pytest_neon_alembic.migrations import ENV_PY_SNIPPET, AlembicProject, server_fingerprint
+from pytest_neon_alembic.migrations import (
+    ENV_PY_SNIPPET,
+    AlembicProject,
+    find_alembic_ini,
+    server_fingerprint,
+)
 from pytest_neon_alembic.urls import sqlalchemy_url
 
 # env.py in the shape of pytest-alembic's snippet: the injected object is used like an Engine.
@@ -250,10 +255,43 @@ def test_env_py_ignoring_the_injected_connection_is_explained(
     assert version_of(fresh_database) == []
 
 
-def test_missing_script_location_is_a_migration_error(tmp_path: Path, fresh_database: str) -> None:
-    project = AlembicProject(write_project(tmp_path, script_location=None))
-    with pytest.raises(MigrationError, match="script_location"):
-        project.upgrade(fresh_database)
+def test_missing_script_location_defaults_to_migrations_as_in_pytest_alembic(
+    tmp_path: Path, fresh_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = AlembicProject(write_project(tmp_path / "app", script_location=None))
+    monkeypatch.chdir(tmp_path)  # read beside the ini, whatever the working directory
+    project.upgrade(fresh_database)
+    assert version_of(fresh_database) == ["b2000000000b"]
+    assert project.config().get_main_option("script_location") == str(
+        tmp_path / "app" / "migrations"
+    )
+
+
+def test_flask_migrate_layout_is_found_and_upgraded(tmp_path: Path, fresh_database: str) -> None:
+    """`flask db init`: migrations/alembic.ini without script_location, env.py beside it."""
+    write_project(tmp_path, script_location=None)
+    ini = tmp_path / "migrations" / "alembic.ini"
+    (tmp_path / "alembic.ini").rename(ini)
+    assert find_alembic_ini(tmp_path) == ini
+    AlembicProject(ini).upgrade(fresh_database)
+    assert version_of(fresh_database) == ["b2000000000b"]
+
+
+def test_rootdir_alembic_ini_wins_over_flask_migrate_layout(tmp_path: Path) -> None:
+    ini = write_project(tmp_path)
+    (tmp_path / "migrations" / "alembic.ini").write_text("[alembic]\n")
+    assert find_alembic_ini(tmp_path) == ini
+    assert find_alembic_ini(tmp_path / "migrations" / "versions") is None
+
+
+def test_missing_script_location_without_migrations_folder_is_explained(
+    tmp_path: Path, fresh_database: str
+) -> None:
+    ini = write_project(tmp_path, script_location=None, folder="elsewhere")
+    with pytest.raises(MigrationError) as caught:
+        AlembicProject(ini).upgrade(fresh_database)
+    message = str(caught.value)
+    assert "'migrations'" in message and "env.py" in message and "script_location" in message
 
 
 def test_script_location_without_env_py_is_a_migration_error(
@@ -343,11 +381,6 @@ def test_script_location_in_a_folder_with_a_percent_sign(
     ini = write_project(tmp_path / "100%", script_location="migrations")
     AlembicProject(ini).upgrade(fresh_database)
     assert version_of(fresh_database) == ["b2000000000b"]
-
-
-def test_script_directory_lists_the_heads(tmp_path: Path) -> None:
-    project = AlembicProject(write_project(tmp_path))
-    assert project.script_directory().get_heads() == ["b2000000000b"]
 
 
 # -- the cache key: everything that decides the migrated state -----------------------------------

@@ -9,9 +9,10 @@ real requests, retries and psycopg connections. The pieces that need no server
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -36,6 +37,7 @@ from pytest_neon_alembic.backends.neon.http import (
     Secret,
     _retry_after,
 )
+from pytest_neon_alembic.backends.neon.owner import RunOwner
 from pytest_neon_alembic.branch import NeonBranch
 from pytest_neon_alembic.errors import ConfigError, GuardError, NeonAlembicError, NeonAPIError
 
@@ -370,37 +372,123 @@ def test_a_get_is_retried_on_500_and_a_create_checks_before_repeating(
     assert ("GET", f"/projects/{PROJECT_ID}/branches") in emulator.calls[2:]  # the lookup
 
 
-def test_a_create_that_timed_out_is_not_made_twice(emulator: NeonEmulator) -> None:
-    backend = make_backend(
-        emulator, policy=RetryPolicy(budget=15.0, first_backoff=0.05, read_timeout=0.5)
-    )
-    emulator.faults.hang(1, seconds=1.5, method="POST", path="*/branches")
+# As in the defaults (30 s and 20 s), a read timeout longer than the time an API that refuses
+# connections is retried: a call that timed out is retried within the whole budget all the same.
+TIMING_OUT = RetryPolicy(
+    budget=15.0, unreachable_budget=0.2, first_backoff=0.05, max_backoff=0.2, read_timeout=0.5
+)
+
+
+@pytest.mark.parametrize("stall", ["request", "answer"])
+def test_a_create_that_timed_out_is_not_made_twice(emulator: NeonEmulator, stall: str) -> None:
+    """Stuck on its way in (applied after the look-up found nothing, so made again: the late
+    one meets the name taken), or applied at once with its answer lost (found, not made
+    again): one branch either way."""
+    backend = make_backend(emulator, policy=TIMING_OUT)
+    emulator.faults.hang(1, seconds=1.5, method="POST", path="*/branches", stall=stall)
     branch = backend.create_branch(backend.branch_name(RUN_ID, "fresh"), None)
     time.sleep(1.5)  # the hung request is served after the client gave up on it
     assert names(emulator).count(branch.name) == 1
     assert count(emulator, "GET", "/branches") == 2  # the start, then the lookup by name
+    assert count(emulator, "POST", "/branches") == (2 if stall == "request" else 1)
+    assert query(branch.connection_string, "SELECT 1") == [(1,)]
     backend.close()
 
 
-def test_a_create_whose_answer_was_lost_uses_the_branch_it_made(
-    emulator: NeonEmulator, backend: NeonBackend, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = backend.http.request
+def test_a_hung_operation_poll_is_sent_again(emulator: NeonEmulator) -> None:
+    backend = make_backend(emulator, policy=TIMING_OUT)
+    emulator.faults.hang(1, seconds=1.0, method="GET", path="*/operations/")
+    branch = backend.create_branch(backend.branch_name(RUN_ID, "fresh"), None)
+    assert names(emulator) == ["main", branch.name]
+    polls = [call for call in emulator.calls if "/operations/" in call[1]]
+    assert len(polls) >= 2  # the one that timed out, then again
+    assert emulator.faults.pending == 0
+    backend.close()
 
-    def lose_first_create_answer(method: str, path: str, **options: Any) -> dict[str, Any]:
-        answer = real(method, path, **options)
-        if method == "POST" and path.endswith("/branches") and not lost:
-            lost.append(answer)
-            raise AmbiguousRequestError("connection reset after the request was sent")
-        return answer
 
-    lost: list[dict[str, Any]] = []
-    monkeypatch.setattr(backend.http, "request", lose_first_create_answer)
+def restore_setup(emulator: NeonEmulator) -> tuple[NeonBackend, NeonBranch, NeonBranch]:
+    backend = make_backend(emulator, policy=TIMING_OUT)
     migration = migrated_branch(backend)
-    assert lost and migration.branch_id == lost[0]["branch"]["id"]
-    assert names(emulator) == ["main", migration.name]  # not made twice
-    assert count(emulator, "POST", "/branches") == 1
-    assert query(migration.connection_string, "SELECT count(*) FROM items") == [(2,)]
+    isolated = backend.create_branch(backend.branch_name(RUN_ID, "isolated_gw0"), migration)
+    query(isolated.connection_string, "INSERT INTO items (label) VALUES ('written')")
+    return backend, migration, isolated
+
+
+def test_a_restore_whose_answer_was_lost_is_not_sent_twice(emulator: NeonEmulator) -> None:
+    backend, migration, isolated = restore_setup(emulator)
+    emulator.faults.hang(1, seconds=1.0, method="POST", path="*/restore", stall="answer")
+    backend.reset_branch(isolated, migration)
+    assert count(emulator, "POST", "/restore") == 1
+    assert query(isolated.connection_string, "SELECT count(*) FROM items") == [(2,)]
+    # Found applied: no watch on the branch, the next test costs no API call.
+    calls = len(emulator.calls)
+    backend.wrote_since(isolated, backend.write_marker(isolated))
+    assert len(emulator.calls) == calls
+    backend.close()
+
+
+def test_a_restore_applied_late_is_waited_for_not_sent_again(emulator: NeonEmulator) -> None:
+    """Stuck on its way in past the read timeout, but applied before the look-up (after
+    the first backoff): found resetting or reset, waited for, not sent again."""
+    backend, migration, isolated = restore_setup(emulator)
+    emulator.faults.hang(1, seconds=0.52, method="POST", path="*/restore")
+    backend.reset_branch(isolated, migration)
+    time.sleep(0.3)
+    assert count(emulator, "POST", "/restore") == 1
+    assert query(isolated.connection_string, "SELECT count(*) FROM items") == [(2,)]
+    backend.close()
+
+
+def test_a_restore_landing_after_it_was_sent_again_fails_the_test_it_hit(
+    emulator: NeonEmulator,
+) -> None:
+    """No sign of the first restore at the look-up: sent again. When the first one lands
+    later, during the next test, that test is an error (its data changed under it) and
+    the branch is reset again -- never a test passing on data reset under it."""
+    backend, migration, isolated = restore_setup(emulator)
+    emulator.faults.hang(1, seconds=1.5, method="POST", path="*/restore")
+    started = time.monotonic()
+    backend.reset_branch(isolated, migration)
+    assert count(emulator, "POST", "/restore") == 2  # the stuck one, and again
+    assert query(isolated.connection_string, "SELECT count(*) FROM items") == [(2,)]
+
+    marker = backend.write_marker(isolated)  # the next test starts
+    query(isolated.connection_string, "INSERT INTO items (label) VALUES ('by the next test')")
+    time.sleep(max(0.0, 1.5 + 0.3 - (time.monotonic() - started)))  # the first one lands
+    with pytest.raises(NeonAPIError, match="landed during this test") as info:
+        backend.wrote_since(isolated, marker)
+    assert "run the test again" in str(info.value)
+    assert count(emulator, "POST", "/restore") == 3  # and the reset after it
+    assert query(isolated.connection_string, "SELECT count(*) FROM items") == [(2,)]
+
+    # Still watched (for the retry budget): two looks at the branch per test, no error.
+    calls = len(emulator.calls)
+    assert backend.wrote_since(isolated, backend.write_marker(isolated)) is False
+    looks = [c for c in emulator.calls[calls:] if c[1].endswith(f"/branches/{isolated.branch_id}")]
+    assert len(looks) == 2
+    backend.close()
+
+
+def test_operation_polls_follow_how_long_operations_take(admin_url: str) -> None:
+    """Operations of 0.1 s, two per call: after the first calls, one poll per restore, made
+    soon after the operations finished (the schedule before asked 3 times)."""
+    emulator = NeonEmulator(
+        api_key=API_KEY, project_id=PROJECT_ID, operation_delay=0.1, admin_url=admin_url
+    ).start()
+    try:
+        backend = make_backend(emulator)
+        migration = migrated_branch(backend)
+        isolated = backend.create_branch(backend.branch_name(RUN_ID, "isolated_gw0"), migration)
+        polls = []
+        for _ in range(4):
+            before = backend.api.operations.polls
+            backend.reset_branch(isolated, migration)
+            polls.append(backend.api.operations.polls - before)
+        assert polls[1:] == [1, 1, 1], polls
+        assert 0.15 <= backend.api.operations.expected["restore"] <= 0.3
+        backend.close()
+    finally:
+        emulator.stop()
 
 
 def test_rate_limiting_that_never_ends_is_one_clear_error(emulator: NeonEmulator) -> None:
@@ -546,7 +634,7 @@ def test_sweep_deletes_only_old_branches_of_this_plugin(emulator: NeonEmulator) 
 
     later = datetime.now(timezone.utc) + timedelta(hours=2)
     sweeper = make_backend(emulator, start=False, branch_expiry=600)
-    swept = sweeper.start(now=later)
+    swept = sweeper.start(now=later).names()
     assert sorted(swept) == ["pytest-unit-0badc0de-dirty", "pytest-unit-0badc0de-migration"]
     assert swept.index("pytest-unit-0badc0de-dirty") < swept.index("pytest-unit-0badc0de-migration")
     assert sorted(names(emulator)) == sorted(
@@ -560,7 +648,84 @@ def test_sweep_deletes_only_old_branches_of_this_plugin(emulator: NeonEmulator) 
         ]
     )
     # Young leftovers may be a concurrent run's: a sweep now deletes nothing.
-    assert make_backend(emulator, start=False).start() == []
+    assert make_backend(emulator, start=False).start().deleted == []
+    sweeper.close()
+
+
+def test_branches_say_which_run_made_them(emulator: NeonEmulator) -> None:
+    owner = RunOwner.of_process(os.getpid(), RUN_ID)
+    backend = make_backend(emulator, owner=owner.to_dict())
+    branch = backend.create_branch(backend.branch_name(RUN_ID, "migration"), None, can_expire=False)
+    listed = requests.get(
+        f"{emulator.base_url}/projects/{PROJECT_ID}/branches",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=10,
+    ).json()
+    value = listed["annotations"][branch.branch_id]["value"]
+    assert value["created-by"] == "pytest-neon-alembic"
+    assert (value["test-run"], value["test-pid"]) == (RUN_ID, str(os.getpid()))
+    assert value["test-host"] == socket.gethostname()
+    assert RunOwner.from_annotation(value) == owner
+    assert owner.on_this_machine() and not owner.gone()
+    backend.close()
+
+
+def test_a_dead_runs_branches_on_this_machine_are_swept_at_once(
+    emulator: NeonEmulator, dead_run_owner: Callable[[str], RunOwner]
+) -> None:
+    """Made here by a process that is gone: deleted at the next start, expiring ones too.
+    A live run here, a run of another machine and a kept run are left alone; a process ID
+    now used by a process started at another time counts as gone."""
+    dead = dead_run_owner("0dead0aa")
+    here = RunOwner.of_process(os.getpid(), "11fe0aaa")
+    owners = {
+        "0dead0aa": dead,
+        "11fe0aaa": here,
+        "0e15e0aa": RunOwner(**{**here.to_dict(), "run_id": "0e15e0aa", "host": "ci-runner-7"}),
+        "0ee00aaa": RunOwner(**{**here.to_dict(), "run_id": "0ee00aaa", "kept": True}),
+        "0e0e0aaa": RunOwner(**{**here.to_dict(), "run_id": "0e0e0aaa", "started": "1"}),
+    }
+    for run_id, owner in owners.items():
+        made = make_backend(emulator, start=False, owner=owner.to_dict())  # a start sweeps
+        made.default_branch_id = emulator.default_branch_id
+        migration = made.create_branch(f"pytest-unit-{run_id}-migration", None, can_expire=False)
+        made.create_branch(made.branch_name(run_id, "shared_gw0_1"), migration)  # expires
+        made.create_readonly(made.branch_name(run_id, "readonly"), migration)
+        made.close()
+
+    result = make_backend(emulator, start=False).start()
+
+    gone = {"0dead0aa", "0e0e0aaa"}
+    assert sorted(result.names()) == sorted(
+        f"pytest-unit-{run_id}-{role}" for run_id in gone for role in ("migration", "shared-gw0-1")
+    )
+    assert {branch["name"].split("-")[2] for branch in emulator.branches()[1:]} == (
+        set(owners) - gone
+    )
+    reasons = {leftover.name: leftover.reason for leftover in result.spared}
+    assert "on this machine is still going" in reasons["pytest-unit-11fe0aaa-migration"]
+    assert "made on ci-runner-7" in reasons["pytest-unit-0e15e0aa-migration"]
+    assert "kept with --neon-keep-branches" in reasons["pytest-unit-0ee00aaa-migration"]
+    assert "Neon deletes it at" in reasons["pytest-unit-0e15e0aa-shared-gw0-1"]
+    assert all("is over" in leftover.reason for leftover in result.deleted)
+
+
+def test_a_stale_branch_that_cannot_be_deleted_is_reported_not_raised(
+    emulator: NeonEmulator, dead_run_owner: Callable[[str], RunOwner]
+) -> None:
+    made = make_backend(emulator, start=False, owner=dead_run_owner("0dead0bb").to_dict())
+    made.default_branch_id = emulator.default_branch_id
+    stale = made.create_branch("pytest-unit-0dead0bb-migration", None, can_expire=False)
+    made.close()
+    emulator.faults.fail(1000, status=500, method="DELETE")
+    impatient = RetryPolicy(budget=0.3, first_backoff=0.05)
+    sweeper = make_backend(emulator, start=False, policy=impatient)
+    result = sweeper.start()
+    emulator.faults.clear()
+    assert result.deleted == []
+    [failed] = result.failed
+    assert (failed.name, failed.branch_id) == (stale.name, stale.branch_id)
+    assert "Neon could not delete" in failed.reason and "500" in failed.reason
     sweeper.close()
 
 

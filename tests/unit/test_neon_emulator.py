@@ -793,6 +793,68 @@ def test_hang_makes_clients_time_out(client: Client, emulator: NeonEmulator) -> 
     assert time.monotonic() - started >= 0.2
 
 
+def test_annotations_are_kept_and_listed(client: Client, emulator: NeonEmulator) -> None:
+    """``annotation_value`` at creation; ``annotations`` by branch ID in the list (annotated
+    branches only), ``annotation`` in a get; at most 50 string properties."""
+    value = {"created-by": "pytest-neon-alembic", "test-run": "deadbeef", "test-pid": "42"}
+    answer = client.post("/branches", {"branch": {"name": "annotated"}, "annotation_value": value})
+    assert answer.status_code == 201, answer.text
+    annotated = answer.json()["branch"]["id"]
+    plain = client.create_branch("plain")["branch"]["id"]
+    listed = client.get("/branches").json()["annotations"]
+    assert set(listed) == {annotated}
+    assert listed[annotated]["value"] == value
+    assert listed[annotated]["object"]["id"] == annotated
+    assert client.get(f"/branches/{annotated}").json()["annotation"]["value"] == value
+    assert client.get(f"/branches/{plain}").json()["annotation"]["value"] == {}
+    too_many = {f"key{index}": "v" for index in range(51)}
+    assert_error(client.post("/branches", {"annotation_value": too_many}), 400, "at most 50")
+    assert_error(client.post("/branches", {"annotation_value": {"n": 1}}), 400, "of strings")
+    api = NeonAPI(emulator.api_key, base_url=emulator.base_url + "/")  # both answers parse
+    assert annotated in {branch.id for branch in api.branches(emulator.project_id).branches}
+    assert api.branch(emulator.project_id, annotated).branch.name == "annotated"
+
+
+def test_hang_stalls_the_request_or_only_its_answer(client: Client, emulator: NeonEmulator) -> None:
+    def names() -> list[str]:
+        return [branch["name"] for branch in emulator.branches()]
+
+    emulator.faults.hang(1, seconds=1.0, method="POST", stall="answer")
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        client.post("/branches", {"branch": {"name": "answer-late"}}, timeout=0.3)
+    assert "answer-late" in names()  # applied before its answer was held back
+    emulator.faults.hang(1, seconds=1.0, method="POST")  # stall="request"
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        client.post("/branches", {"branch": {"name": "request-late"}}, timeout=0.3)
+    assert "request-late" not in names()  # not yet: it waits on its way in
+    time.sleep(1.0)
+    assert "request-late" in names()
+    with pytest.raises(ValueError, match="stall"):
+        emulator.faults.hang(stall="forever")
+
+
+def test_operations_vary_with_jitter_and_branches_can_be_backdated(
+    start_emulator: Callable[..., NeonEmulator],
+) -> None:
+    emulator = start_emulator(operation_delay=0.1, operation_jitter=0.5)
+    client = Client(emulator)
+    body = client.create_branch("jittery", wait=False)
+    durations = [op.finish_at - op.start_at for op in emulator.project.operations[-2:]]
+    assert all(0.05 <= duration <= 0.15 for duration in durations), durations
+    assert durations[0] != durations[1]
+    client.wait(body)
+
+    def created_at() -> float:
+        stamp = client.get(f"/branches/{body['branch']['id']}").json()["branch"]["created_at"]
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    before = created_at()
+    emulator.backdate(body["branch"]["id"], 7200)
+    assert abs(before - 7200 - created_at()) <= 1
+    with pytest.raises(ValueError, match="operation_jitter"):
+        NeonEmulator(operation_jitter=1.0)
+
+
 def test_die(client: Client, emulator: NeonEmulator) -> None:
     assert client.get("").status_code == 200  # a keep-alive connection is open now
     uri = client.uri()
@@ -803,6 +865,10 @@ def test_die(client: Client, emulator: NeonEmulator) -> None:
         requests.get(emulator.base_url + "/projects", timeout=TIMEOUT)
     # Only the API is gone; computes keep running, as when Neon's console is down.
     assert query(uri, "SELECT 1") == [(1,)]
+    # The outage ends: the same port answers again, about the same project.
+    emulator.faults.revive()
+    assert not emulator.faults.dead
+    assert client.get("/branches").json()["branches"][0]["id"] == emulator.default_branch_id
 
 
 def test_calls_are_recorded(emulator: NeonEmulator) -> None:

@@ -8,17 +8,16 @@ test run's.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from ...branch import NeonBranch
 from ...errors import ConfigError, NeonAPIError
-from .http import AmbiguousRequestError, NeonHTTP, neon_api_client
+from .http import NeonHTTP, neon_api_client
+from .operations import OPERATION_DONE, OPERATION_TIMEOUT, Operations
 
 BRANCH_PAGE_SIZE = 10000  # the API's maximum page; one call lists any realistic project
-OPERATION_DONE = {"finished", "skipped", "cancelled"}
-OPERATION_TIMEOUT = 120.0
 CHILDREN_WAIT = 60.0  # how long a delete waits for Neon to finish deleting the children
 
 
@@ -39,16 +38,16 @@ class NeonProject:
         self.project_id = project_id
         self.database = database
         self.role = role
-        self.operation_timeout = operation_timeout
         self._sleep = sleep
-        # Operations this process started without waiting (deletions), by branch: a later
-        # call on that branch waits for them rather than collecting a 423 and a backoff.
-        self._in_flight: dict[str, list[dict[str, Any]]] = {}
+        self.operations = Operations(http, self.path, timeout=operation_timeout, sleep=sleep)
+        self.annotations: dict[str, Any] = {}  # of the last listing, by branch ID
 
     def list_branches(self) -> list[dict[str, Any]]:
-        """Every branch of the project (all pages). A failure here is fatal: without the list
-        the default branch is unknown, and the guard must not be skipped silently."""
+        """Every branch of the project (all pages), keeping their annotations (who made
+        each one) in ``annotations``. A failure here is fatal: without the list the
+        default branch is unknown, and the guard must not be skipped silently."""
         branches: list[dict[str, Any]] = []
+        annotations: dict[str, Any] = {}
         cursors: set[str] = set()
         params: dict[str, Any] = {"limit": BRANCH_PAGE_SIZE}
         while True:
@@ -66,59 +65,16 @@ class NeonProject:
                 raise
             page = body.get("branches") or []
             branches.extend(page)
+            annotations.update(body.get("annotations") or {})
             cursor = (body.get("pagination") or {}).get("next")
             if not cursor or len(page) < BRANCH_PAGE_SIZE or cursor in cursors:
+                self.annotations = annotations
                 return branches
             cursors.add(cursor)
             params = {"limit": BRANCH_PAGE_SIZE, "cursor": cursor}
 
     def path(self, rest: str) -> str:
         return f"projects/{quote(self.project_id, safe='')}/{rest}"
-
-    def wait(self, operations: Iterable[dict[str, Any]], what: str) -> None:
-        """Wait until every operation is done: first look after 0.1 s, then back off to 1 s.
-
-        ``failed`` with a ``retry_at`` is still pending: Neon retries it itself
-        (its docs: failed is not terminal). ``error``, or ``failed`` with no
-        retry planned, stops with Neon's error text.
-        """
-        pending = {}
-        for operation in operations:
-            self.check_operation(operation, what)
-            if operation.get("status") not in OPERATION_DONE:
-                pending[operation["id"]] = operation
-        deadline = time.monotonic() + self.operation_timeout
-        delay = 0.1
-        while pending:
-            if time.monotonic() > deadline:
-                states = ", ".join(
-                    f"{op.get('action')}: {op.get('status')}" for op in pending.values()
-                )
-                raise NeonAPIError(
-                    f"Neon operations for the {what} did not finish within "
-                    f"{self.operation_timeout:.0f} s ({states})."
-                )
-            self._sleep(delay)
-            delay = min(delay * 2, 1.0)
-            # A call's operations run one after another: once one is still going,
-            # the later ones are too, so this round asks no further.
-            for operation_id in list(pending):
-                answer = self.http.request("GET", self.path(f"operations/{operation_id}"))
-                operation = answer.get("operation") or {}
-                self.check_operation(operation, what)
-                if operation.get("status") not in OPERATION_DONE:
-                    pending[operation_id] = operation
-                    break
-                del pending[operation_id]
-
-    def check_operation(self, operation: dict[str, Any], what: str) -> None:
-        status = operation.get("status")
-        if status == "error" or (status == "failed" and not operation.get("retry_at")):
-            detail = self.http.mask(str(operation.get("error") or "no details given"))
-            raise NeonAPIError(
-                f"Neon operation {operation.get('action')} ({operation.get('id')}) of the {what} "
-                f"ended with status {status}: {detail}"
-            )
 
     def delete(self, path: str, label: str, *, wait: bool) -> None:
         """DELETE; missing (204/404) is success. Retries while Neon still sees children whose
@@ -145,18 +101,9 @@ class NeonProject:
                 pause = min(pause * 2, 5.0)
         operations = answer.get("operations") or []
         if wait:
-            self.wait(operations, f"deletion of {label}")
-            return
-        for operation in operations:
-            if operation.get("branch_id") and operation.get("status") not in OPERATION_DONE:
-                self._in_flight.setdefault(operation["branch_id"], []).append(operation)
-
-    def settle(self, branch_id: str) -> None:
-        """Wait for operations this process left running on ``branch_id`` (e.g. the deletion
-        of its read-only endpoint before the branch itself goes)."""
-        operations = self._in_flight.pop(branch_id, [])
-        if operations:
-            self.wait(operations, f"earlier operations on branch {branch_id!r}")
+            self.operations.wait(operations, f"deletion of {label}", kind="delete")
+        else:
+            self.operations.leave_running(operations)
 
     def connection_uri(self, branch_id: str, endpoint_id: str, host: str | None) -> str:
         """The connection string of an endpoint, from the API (never by guessing)."""
@@ -205,46 +152,13 @@ class NeonProject:
             status=first_error.status if first_error else None,
         )
 
-    def recover_created_branch(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """After a create that got no clear answer: use the branch if it was made, else retry.
+    def pause_before_lookup(self) -> None:
+        """After a call with no clear answer: give a first attempt that is late a moment to
+        land, so that the look-up that follows sees it (the first backoff)."""
+        self._sleep(self.http.policy.first_backoff)
 
-        Names are unique per run, so a branch with this name is the one we asked for.
-        """
-        found = self.branch_named(name)
-        if found is None:
-            try:
-                return self.http.request("POST", self.path("branches"), json=body)
-            except AmbiguousRequestError:
-                found = self.branch_named(name)
-                if found is None:
-                    raise
-            except NeonAPIError as error:
-                # 409: the first attempt reached Neon after all (after the lookup).
-                found = self.branch_named(name) if error.status == 409 else None
-                if found is None:
-                    raise
-        branch_id = found["id"]
-        endpoints = self.http.request("GET", self.path(f"branches/{branch_id}/endpoints"))
-        read_write = [e for e in endpoints.get("endpoints") or [] if e.get("type") == "read_write"]
-        operations = self.running_operations(branch_id)
-        if not read_write:
-            made = self.http.request(
-                "POST",
-                self.path("endpoints"),
-                json={"endpoint": {"branch_id": branch_id, "type": "read_write"}},
-            )
-            read_write = [made.get("endpoint") or {}]
-            operations += made.get("operations") or []
-        return {"branch": found, "endpoints": read_write, "operations": operations}
-
-    def recover_readonly_endpoint(self, branch_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """After an endpoint create with no clear answer: the branch is ours, so a read-only
-        endpoint on it is the one we asked for."""
-        endpoints = self.http.request("GET", self.path(f"branches/{branch_id}/endpoints"))
-        read_only = [e for e in endpoints.get("endpoints") or [] if e.get("type") == "read_only"]
-        if read_only:
-            return {"endpoint": read_only[0], "operations": self.running_operations(branch_id)}
-        return self.http.request("POST", self.path("endpoints"), json=body)
+    def get_branch(self, branch_id: str) -> dict[str, Any]:
+        return self.http.request("GET", self.path(f"branches/{branch_id}")).get("branch") or {}
 
     def branch_named(self, name: str) -> dict[str, Any] | None:
         answer = self.http.request("GET", self.path("branches"), params={"search": name})

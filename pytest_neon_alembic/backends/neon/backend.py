@@ -10,6 +10,7 @@ Mapping of the backend protocol (facts in ``docs/neon-api.md`` of the project no
              branch: enforced by the compute itself, shares the branch's storage.
 * reset      ``POST /projects/{p}/branches/{b}/restore`` from the migration branch
              ("reset from parent"): same branch ID, host and password afterwards.
+             No clear answer: looked up before it is sent again (``restores.py``).
 * delete     ``DELETE`` of the branch (or of the read-only endpoint); 204 = gone.
 * writes     detected on the branch's own PostgreSQL with ``isolation``'s SQL: each
              Neon branch is its own server, so detection is exact per branch.
@@ -17,7 +18,8 @@ Mapping of the backend protocol (facts in ``docs/neon-api.md`` of the project no
 Safety: the project's default branch is found once at start (and the start fails
 if it cannot be found); this module refuses to restore, delete or seal it, or to
 restore anything onto it, whatever the caller asks. The migration branch cannot
-carry an expiry (Neon refuses children under an expiring branch), so a sweep at
+carry an expiry (Neon refuses children under an expiring branch), so every
+branch says which run made it (its annotation, ``owner.py``) and a sweep at
 start deletes this plugin's stale ``pytest-`` branches that nothing else will
 delete (``sweep.py``).
 """
@@ -38,9 +40,13 @@ from ...errors import ConfigError, GuardError, NeonAlembicError, NeonAPIError, S
 from ...redact import mask_url
 from ..base import Backend
 from . import names
-from .api import OPERATION_TIMEOUT, NeonProject, find_default_branch, matching_uri
+from .api import NeonProject, find_default_branch, matching_uri
 from .http import AmbiguousRequestError, NeonHTTP, RetryPolicy
-from .sweep import sweep_orphans
+from .operations import OPERATION_TIMEOUT
+from .owner import RunOwner
+from .recovery import recover_created_branch, recover_readonly_endpoint
+from .restores import BranchRestores
+from .sweep import SweepResult, sweep_orphans
 from .writes import BranchWrites
 
 if TYPE_CHECKING:
@@ -69,6 +75,7 @@ class NeonBackend(Backend):
         default_branch_id: str | None = None,
         git_branch: str | None = None,
         pg_version: str | None = None,
+        owner: dict[str, Any] | None = None,
         policy: RetryPolicy | None = None,
         operation_timeout: float = OPERATION_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
@@ -87,6 +94,7 @@ class NeonBackend(Backend):
         self.default_branch_id = default_branch_id
         self.git_branch = git_branch
         self.pg_version = pg_version
+        self.owner = RunOwner(**owner) if owner else None  # who made the branches
         self.api = NeonProject(
             self.http,
             project_id,
@@ -96,6 +104,7 @@ class NeonBackend(Backend):
             sleep=sleep,
         )
         self.writes = BranchWrites()
+        self.restores = BranchRestores(self.api)
 
     def __repr__(self) -> str:
         return (
@@ -104,8 +113,18 @@ class NeonBackend(Backend):
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, **options: Any) -> NeonBackend:
-        """A backend for ``settings`` (a ``config.Settings``), before ``start()``."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        run_id: str = "",
+        owner_pid: int | None = None,
+        **options: Any,
+    ) -> NeonBackend:
+        """A backend for ``settings`` (a ``config.Settings``), before ``start()``.
+
+        ``owner_pid``: the process that owns run ``run_id``; its branches say so.
+        """
         if not settings.project_id:
             raise ConfigError(
                 "The Neon backend needs a project: set NEON_PROJECT_ID or --neon-project-id."
@@ -118,16 +137,22 @@ class NeonBackend(Backend):
             database=settings.database,
             role=settings.role,
             branch_expiry=settings.branch_expiry,
+            owner=(
+                RunOwner.of_process(owner_pid, run_id, kept=settings.keep_branches).to_dict()
+                if owner_pid is not None
+                else None
+            ),
             **options,
         )
 
     # -- start of a run (once, in one process) -----------------------------------------------
 
-    def start(self, *, now: datetime | None = None) -> list[str]:
+    def start(self, *, now: datetime | None = None) -> SweepResult:
         """Check the project, find its default branch, resolve the parent, sweep orphans.
 
-        One API call (the branch list) serves all four. Returns the names of the
-        stale branches deleted by the sweep.
+        One API call (the branch list) serves all four. Returns what the sweep
+        deleted, failed to delete and left alone (``pytest --neon-cleanup`` is
+        this call, and its listing).
         """
         if self.branch_expiry > MAX_EXPIRY_SECONDS:
             raise ConfigError(
@@ -140,7 +165,14 @@ class NeonBackend(Backend):
         self.parent_branch = self.api.resolve_parent(branches, self.parent_branch)
         if self.git_branch is None:
             self.git_branch = names.current_git_branch()
-        return self.sweep_orphans(branches, now=now)
+        return sweep_orphans(  # deletes what runs that are over left
+            self.api,
+            branches,
+            annotations=self.api.annotations,
+            protected={self.default_branch_id, self.parent_branch},
+            branch_expiry=self.branch_expiry,
+            now=now,
+        )
 
     def list_branches(self) -> list[dict[str, Any]]:
         return self.api.list_branches()
@@ -169,11 +201,13 @@ class NeonBackend(Backend):
         if can_expire and self.branch_expiry > 0:
             expires = datetime.now(timezone.utc) + timedelta(seconds=self.branch_expiry)
             spec["expires_at"] = expires.strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"branch": spec, "endpoints": [{"type": "read_write"}]}
+        body: dict[str, Any] = {"branch": spec, "endpoints": [{"type": "read_write"}]}
+        if self.owner is not None:
+            body["annotation_value"] = self.owner.annotation()
         try:
             created = self.http.request("POST", self.api.path("branches"), json=body)
         except AmbiguousRequestError:
-            created = self.api.recover_created_branch(name, body)
+            created = recover_created_branch(self.api, name, body)
         except NeonAPIError as error:
             raise self.api.explain_create_error(error, name, parent, parent_id) from None
 
@@ -198,8 +232,9 @@ class NeonBackend(Backend):
                 f"Neon created branch {name!r} ({branch_id}) without a compute endpoint, so it "
                 "cannot be connected to."
             )
+        self.restores.created(branch)
         try:
-            self.api.wait(operations, f"creation of branch {name!r}")
+            self.api.operations.wait(operations, f"creation of branch {name!r}", kind="create")
             url = matching_uri(created.get("connection_uris"), self.database, self.role)
             if url is None:
                 url = self.api.connection_uri(branch_id, endpoint_id, (endpoint or {}).get("host"))
@@ -226,7 +261,7 @@ class NeonBackend(Backend):
         try:
             created = self.http.request("POST", self.api.path("endpoints"), json=body)
         except AmbiguousRequestError:
-            created = self.api.recover_readonly_endpoint(source.branch_id, body)
+            created = recover_readonly_endpoint(self.api, source.branch_id, body)
         except NeonAPIError as error:
             raise NeonAPIError(
                 f"Neon refused a read-only endpoint on branch {source.branch_id!r}: {error}",
@@ -239,8 +274,10 @@ class NeonBackend(Backend):
             raise NeonAPIError("Neon created a read-only endpoint but its answer has no ID.")
         host = endpoint.get("host")
         try:
-            self.api.wait(
-                created.get("operations") or [], f"read-only endpoint on {source.branch_id!r}"
+            self.api.operations.wait(
+                created.get("operations") or [],
+                f"read-only endpoint on {source.branch_id!r}",
+                kind="endpoint",
             )
             # From the API, never derived from the source's URI: a wrong guess there would
             # be a writable connection that the tests believe is read-only.
@@ -283,29 +320,8 @@ class NeonBackend(Backend):
         if branch.branch_id == source.branch_id:
             raise GuardError(f"Refusing to restore branch {branch.branch_id!r} onto itself.")
         self.writes.forget(branch)  # the restore ends it anyway
-        self.api.settle(branch.branch_id)
-        try:
-            answer = self.http.request(
-                "POST",
-                self.api.path(f"branches/{branch.branch_id}/restore"),
-                json={"source_branch_id": source.branch_id},
-                idempotent=True,  # restoring twice to the same head gives the same state
-            )
-        except NeonAPIError as error:
-            hint = ""
-            if error.status == 404:
-                hint = (
-                    " The branch is gone: was it deleted from outside the test run (the "
-                    "console, neonctl, or another run's sweep of branches idle for over an "
-                    "hour)?"
-                )
-            raise NeonAPIError(
-                f"Neon could not restore branch {branch.branch_id!r} from "
-                f"{source.branch_id!r}: {error}{hint}",
-                status=error.status,
-                api_message=error.api_message,
-            ) from None
-        self.api.wait(answer.get("operations") or [], f"restore of branch {branch.branch_id!r}")
+        self.api.operations.settle(branch.branch_id)
+        self.restores.restore(branch.branch_id, source.branch_id)
 
     def delete_branch(self, branch: NeonBranch) -> None:
         self.writes.forget(branch)
@@ -317,22 +333,18 @@ class NeonBackend(Backend):
             )
             return
         self._refuse_default(branch.branch_id, "delete")
-        self.api.settle(branch.branch_id)
+        self.api.operations.settle(branch.branch_id)
         self.api.delete(self.api.path(f"branches/{branch.branch_id}"), branch.branch_id, wait=False)
 
     def keep_branch(self, branch: NeonBranch) -> None:
-        """Nothing to do: a kept branch is simply not deleted.
-
-        Module- and test-long branches still expire; the session-long ones
-        (migration, dirty, isolated), which have no expiry, are swept by a later
-        run after an hour. Making kept
-        branches permanent would fill the project (10 branches on the Free plan)
-        and bill for them; debugging a failed run rarely needs more than an hour.
-        """
+        """Nothing to do: a kept branch is simply not deleted. Its annotation says it was
+        kept, so a later run sweeps it only after an hour idle (``sweep.py``), not at once:
+        permanent branches would fill the project (10 on the Free plan) and be billed."""
 
     # -- write detection ------------------------------------------------------------------------
 
     def write_marker(self, branch: NeonBranch) -> int | None:
+        self.restores.test_starts(branch)
         return self.writes.write_marker(branch)
 
     def wrote_since(
@@ -343,6 +355,7 @@ class NeonBackend(Backend):
         committed_only: bool = False,
         sequences: list[list[Any]] | None = None,
     ) -> bool:
+        self.restores.check_test(branch)
         return self.writes.wrote_since(
             branch, marker, committed_only=committed_only, sequences=sequences
         )
@@ -362,6 +375,7 @@ class NeonBackend(Backend):
             "branch_expiry": self.branch_expiry,
             "git_branch": self.git_branch,
             "pg_version": self.pg_version or self.writes.server_version,
+            "owner": self.owner.to_dict() if self.owner else None,
         }
 
     @classmethod
@@ -378,20 +392,6 @@ class NeonBackend(Backend):
     def close(self) -> None:
         self.writes.close()
         self.http.close()
-
-    # -- orphan sweep ---------------------------------------------------------------------------
-
-    def sweep_orphans(
-        self, branches: list[dict[str, Any]] | None = None, *, now: datetime | None = None
-    ) -> list[str]:
-        """Delete this plugin's branches left by runs that died (see ``sweep.sweep_orphans``)."""
-        return sweep_orphans(
-            self.api,
-            self.list_branches() if branches is None else branches,
-            protected={self.default_branch_id, self.parent_branch},
-            branch_expiry=self.branch_expiry,
-            now=now,
-        )
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -12,14 +12,19 @@ Retry rules (from the API spec's GeneralError notes and Neon's own clients):
   for every method: the server did nothing. ``Retry-After`` is honoured when
   present; otherwise exponential backoff from 1 s, doubling, ±25 % jitter, at
   most 20 s per wait.
-* 503 is always safe to retry (the spec says so); other 5xx and network errors
-  are retried only when repeating the request is harmless: GET, DELETE (a
-  second delete answers 204) and calls the caller declares idempotent (a
-  restore to the same source). For a create, the caller gets an
-  ``AmbiguousRequestError`` and checks whether the object was made before
-  trying again.
+* 503 is always safe to retry (the spec says so); other 5xx, read timeouts and
+  connections dropped before the answer are retried only when repeating the
+  request is harmless: GET and DELETE (a second delete answers 204). For a
+  create or a restore, the caller gets an ``AmbiguousRequestError`` and looks
+  up whether the first attempt landed before sending it again (``recovery.py``,
+  ``restores.py``).
+* A request that never left this machine (connection refused, connect
+  timeout) is repeated for any method, for a shorter time (20 s): nothing
+  answering at all is a wrong URL or a dead API, not a busy one.
 * Everything is bounded by a total time budget (120 s by default); then one
-  clear error says what kept failing.
+  clear error says what kept failing. A call that got no answer at all marks
+  the API unreachable: later calls try once, so a dead API costs one budget
+  per run, not one per reset and delete.
 
 The API key never appears in a message, a ``repr`` or a local variable of a
 frame that can end up in a traceback: it lives in a ``Secret`` and is put on
@@ -173,7 +178,9 @@ class NeonHTTP:
         """Send one API call, retrying as the module docstring says; the decoded JSON body.
 
         204 and empty bodies give ``{}``. ``idempotent`` (default: GET and DELETE)
-        says whether a request that may have been applied can simply be sent again.
+        says whether a request that may have been applied can simply be sent again;
+        otherwise such a request raises ``AmbiguousRequestError`` for the caller to
+        resolve.
         """
         method = method.upper()
         if idempotent is None:
@@ -183,33 +190,38 @@ class NeonHTTP:
         deadline = started + self.policy.budget
         backoff = self.policy.first_backoff
         attempts = 0
+        answered = False  # any HTTP answer at all during this call
         while True:
             attempts += 1
             try:
                 response = self._send(method, path, params, json)
             except requests.RequestException as error:
-                applied_maybe = not _surely_not_sent(error)
-                if applied_maybe and not idempotent:
+                never_sent = _surely_not_sent(error)
+                if not never_sent and not idempotent:
                     raise AmbiguousRequestError(
                         f"Neon API: {label} got no answer ({self._describe_error(error)}); it may "
                         "or may not have been applied."
                     ) from None
-                # Once the API was found unreachable, later calls try once: a dead API
-                # must not cost the whole budget again for every reset and delete.
-                budget = 0.0 if self._unreachable else self.policy.unreachable_budget
-                wait = self._next_wait(backoff, None, min(deadline, started + budget))
+                if self._unreachable:
+                    limit = started  # found unreachable before: one attempt
+                elif never_sent:
+                    limit = min(deadline, started + self.policy.unreachable_budget)
+                else:
+                    limit = deadline  # reached, but no answer in time: retried as a 5xx
+                wait = self._next_wait(backoff, None, limit)
                 if wait is None:
-                    self._unreachable = True
+                    self._unreachable = not answered
                     raise NeonAPIError(
                         f"Could not reach the Neon API at {mask_url(self.base_url)} ({label}, "
-                        f"{attempts} attempts over {self._clock() - started:.0f} s): "
-                        f"{self._describe_error(error)}. Check the network, or --neon-api-url / "
-                        "NEON_API_URL."
+                        f"{attempts} attempt{'s' if attempts > 1 else ''} over "
+                        f"{self._clock() - started:.0f} s): {self._describe_error(error)}. Check "
+                        "the network, or --neon-api-url / NEON_API_URL."
                     ) from None
                 self._sleep(wait)
                 backoff = min(backoff * 2, self.policy.max_backoff)
                 continue
 
+            answered = True
             self._unreachable = False
             status = response.status_code
             if status < 300:

@@ -11,9 +11,11 @@ def test_display_name_is_backfilled(alembic_runner, alembic_engine):
     alembic_runner.migrate_up_before("0003")
     alembic_runner.insert_into("customers", {"email": "Grace.Hopper@example.com"})
     alembic_runner.migrate_up_one()
-    rows = alembic_engine.execute(
-        sa.text("SELECT email, display_name, is_active FROM customers ORDER BY id")
-    ).all()
+    assert isinstance(alembic_engine, sa.Engine)  # as pytest-alembic documents it
+    with alembic_engine.connect() as connection:
+        rows = connection.execute(
+            sa.text("SELECT email, display_name, is_active FROM customers ORDER BY id")
+        ).all()
     assert [tuple(row) for row in rows] == [
         ("house@example.com", "house", True),
         ("ADA@example.com", "ada", True),

@@ -1,0 +1,5 @@
+from models import Account
+
+
+def test_accounts_table():
+    assert Account.__tablename__ == "accounts"
