@@ -401,7 +401,8 @@ SEEDS: list[tuple[str, list[str]]] = [
             """INSERT INTO tags (organization_id, name)
             SELECT 1 + g % 3, 'tag-' || g FROM generate_series(1, 12) g""",
             """INSERT INTO product_tags (product_id, tag_id)
-            SELECT 1 + g % 40, 1 + g % 12 FROM generate_series(1, 60) g""",
+            SELECT 1 + g % {products}, 1 + (g / {products} + g) % 12
+            FROM generate_series(1, 60) g""",
             """INSERT INTO price_lists (organization_id, name, currency)
             SELECT g, 'List ' || g, (ARRAY['EUR','USD','NOK'])[g] FROM generate_series(1, 3) g""",
             """INSERT INTO prices (price_list_id, variant_id, amount_cents)
@@ -589,7 +590,39 @@ def _statements(sqls: list[str]) -> str:
     return "".join(calls)
 
 
-def _revisions() -> list[tuple[str, str, str]]:
+# Reference tables keep their size at every scale; the others grow with it.
+FIXED_SIZE = {
+    "organizations",
+    "teams",
+    "categories",
+    "tags",
+    "price_lists",
+    "warehouses",
+    "coupons",
+    "webhooks",
+}
+
+
+def _target(statement: str) -> str:
+    return statement.split("INSERT INTO ", 1)[1].split()[0]
+
+
+def scaled_seeds(scale: int) -> list[tuple[str, list[str]]]:
+    """SEEDS with every growing table's row count times ``scale`` (1: as written)."""
+    seeds = []
+    for message, sqls in SEEDS:
+        scaled = []
+        for statement in sqls:
+            head, rows = statement.rsplit("generate_series(1, ", 1)
+            count, tail = rows.split(")", 1)
+            factor = 1 if _target(statement) in FIXED_SIZE else scale
+            statement = f"{head}generate_series(1, {int(count) * factor}){tail}"
+            scaled.append(statement.replace("{products}", str(40 * scale)))
+        seeds.append((message, scaled))
+    return seeds
+
+
+def _revisions(scale: int = 1) -> list[tuple[str, str, str]]:
     """(message, upgrade body, downgrade body) of each revision, in order."""
     revisions = []
     for index, (message, tables) in enumerate(SCHEMA):
@@ -611,21 +644,24 @@ def _revisions() -> list[tuple[str, str, str]]:
             '    op.drop_column("customers", "tier")\n',
         )
     )
-    for message, sqls in SEEDS:
-        tables = [s.split("INSERT INTO ", 1)[1].split()[0] for s in sqls]
+    for message, sqls in scaled_seeds(scale):
+        tables = [_target(s) for s in sqls]
         downgrade = [f"DELETE FROM {table}" for table in reversed(tables)]
         revisions.append((message, _statements(sqls), _statements(downgrade)))
     return revisions
 
 
-def write_app(directory: Path) -> Path:
-    """Write the app's Alembic project into ``directory``; returns the alembic.ini path."""
+def write_app(directory: Path, scale: int = 1) -> Path:
+    """Write the app's Alembic project into ``directory``; returns the alembic.ini path.
+
+    ``scale`` multiplies the seed rows of every table but the reference ones.
+    """
     versions = directory / "alembic" / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     (directory / "alembic.ini").write_text(ALEMBIC_INI)
     (directory / "alembic" / "env.py").write_text(ENV_PY)
     down = None
-    for number, (message, upgrade, downgrade) in enumerate(_revisions(), start=1):
+    for number, (message, upgrade, downgrade) in enumerate(_revisions(scale), start=1):
         revision = f"{number:04d}"
         slug = message.replace(",", "").replace(" ", "_")
         (versions / f"{revision}_{slug}.py").write_text(
@@ -649,9 +685,9 @@ def foreign_key_count() -> int:
     return sum(body.count("REFERENCES") for _, tables in SCHEMA for _, body in tables)
 
 
-def seed_row_count() -> int:
+def seed_row_count(scale: int = 1) -> int:
     total = 0
-    for _, sqls in SEEDS:
+    for _, sqls in scaled_seeds(scale):
         for statement in sqls:
             total += int(statement.rsplit("generate_series(1, ", 1)[1].split(")")[0])
     return total
@@ -659,6 +695,8 @@ def seed_row_count() -> int:
 
 # -- the fingerprint of the migrated state --------------------------------------------------
 
+# The row as text, not hash_record_extended(x, 0) (twice as fast): that hashes enum
+# values by their OIDs, which differ between two databases migrated on one server.
 _TABLE_PART = (
     "'{t}', (SELECT json_build_array(count(*), coalesce(sum(id), 0), "
     "coalesce(sum(hashtext(x::text)::bigint), 0)) FROM {t} x)"

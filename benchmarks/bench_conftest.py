@@ -19,6 +19,11 @@ Strategies:
 - ``truncate``: one migrated database; after each test, TRUNCATE every table
   and copy the seed rows back in (``session_replication_role = replica``
   during the copy), sequences set back.
+- ``dirty``: pytest-clean-database's idea, made correct: a statement-level
+  trigger on every table (``ENABLE ALWAYS``) notes the tables a test wrote;
+  after the test only those are emptied and reseeded (``DELETE`` under
+  ``session_replication_role = replica``: no cascade into clean tables), and
+  sequences that moved are set back.
 - ``noiso``, ``noiso_session``: no isolation at all (the baseline), with a
   Connection or a Session per test.
 
@@ -109,6 +114,93 @@ def _engine(_database_url_fixture):
     engine = sa.create_engine(_sqlalchemy_url(_database_url_fixture))
     yield engine
     engine.dispose()
+
+
+# -- the seeded state, for the strategies that reseed -------------------------------------
+
+
+class Seed:
+    """The seeded state, read once: every table's rows and every sequence's position."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = psycopg.connect(url, autocommit=True)
+        tables = self.connection.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version' ORDER BY tablename"
+        ).fetchall()
+        self.rows: dict[str, bytes] = {}
+        for (table,) in tables:
+            with self.connection.cursor().copy(f"COPY {table} TO STDOUT (FORMAT binary)") as c:
+                self.rows[table] = b"".join(bytes(block) for block in c)
+        self.sequences = [
+            (
+                name,
+                *self.connection.execute(f"SELECT last_value, is_called FROM {name}").fetchone(),
+            )
+            for (name,) in self.connection.execute(
+                "SELECT quote_ident(sequencename) FROM pg_sequences WHERE schemaname = 'public'"
+            ).fetchall()
+        ]
+
+    def restore(self) -> None:
+        connection = self.connection
+        with connection.transaction():
+            connection.execute("SET LOCAL session_replication_role = replica")
+            connection.execute("TRUNCATE " + ", ".join(self.rows))
+            cursor = connection.cursor()
+            for table, data in self.rows.items():
+                if data:
+                    with cursor.copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(data)
+            for name, last_value, is_called in self.sequences:
+                connection.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
+
+    def install(self) -> None:
+        """Nothing to prepare: every table is reseeded."""
+
+    @property
+    def moved_sequences(self) -> str:
+        """A query of the sequences no longer where the seed has them (name, value, called)."""
+        return " UNION ALL ".join(
+            f"SELECT '{name}', {value}::bigint, {called} FROM {name} "
+            f"WHERE last_value <> {value} OR is_called <> {called}"
+            for name, value, called in self.sequences
+        )
+
+
+class DirtyTables(Seed):
+    """Triggers note written tables (outside the public schema); only those are reseeded."""
+
+    def install(self) -> None:
+        connection = self.connection
+        connection.execute(
+            "CREATE SCHEMA bench; CREATE UNLOGGED TABLE bench.dirty (t text);"
+            "CREATE FUNCTION bench.mark() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO bench.dirty SELECT TG_ARGV[0] WHERE NOT EXISTS "
+            "(SELECT 1 FROM bench.dirty WHERE t = TG_ARGV[0]); RETURN NULL; END $$"
+        )
+        for table in self.rows:
+            connection.execute(
+                f"CREATE TRIGGER bench_dirty AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE "
+                f"ON {table} FOR EACH STATEMENT EXECUTE FUNCTION bench.mark('{table}');"
+                f"ALTER TABLE {table} ENABLE ALWAYS TRIGGER bench_dirty"
+            )
+
+    def restore(self) -> None:
+        connection = self.connection
+        with connection.transaction():
+            connection.execute("SET LOCAL session_replication_role = replica")
+            dirty = [row[0] for row in connection.execute("SELECT t FROM bench.dirty")]
+            cursor = connection.cursor()
+            for table in dirty:
+                connection.execute(f"DELETE FROM {table}")
+                if self.rows[table]:
+                    with cursor.copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
+                        copy.write(self.rows[table])
+            connection.execute("DELETE FROM bench.dirty")
+            moved = connection.execute(self.moved_sequences).fetchall()
+            for name, last_value, is_called in moved:
+                connection.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
 
 
 # -- pytest-neon-alembic ------------------------------------------------------------------
@@ -209,60 +301,23 @@ elif STRATEGY == "savepoint":
 
 # -- TRUNCATE every table and copy the seed back -----------------------------------------
 
-elif STRATEGY == "truncate":
-
-    class _Seed:
-        """The seeded state, read once: every table's rows and every sequence's position."""
-
-        def __init__(self, url: str) -> None:
-            self.connection = psycopg.connect(url, autocommit=True)
-            tables = self.connection.execute(
-                "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename <> 'alembic_version' ORDER BY tablename"
-            ).fetchall()
-            self.rows: dict[str, bytes] = {}
-            for (table,) in tables:
-                with self.connection.cursor().copy(f"COPY {table} TO STDOUT (FORMAT binary)") as c:
-                    self.rows[table] = b"".join(bytes(block) for block in c)
-            self.sequences = [
-                (
-                    name,
-                    *self.connection.execute(
-                        f"SELECT last_value, is_called FROM {name}"
-                    ).fetchone(),
-                )
-                for (name,) in self.connection.execute(
-                    "SELECT quote_ident(sequencename) FROM pg_sequences WHERE schemaname = 'public'"
-                ).fetchall()
-            ]
-
-        def restore(self) -> None:
-            connection = self.connection
-            with connection.transaction():
-                connection.execute("SET LOCAL session_replication_role = replica")
-                connection.execute("TRUNCATE " + ", ".join(self.rows))
-                cursor = connection.cursor()
-                for table, data in self.rows.items():
-                    if data:
-                        with cursor.copy(f"COPY {table} FROM STDIN (FORMAT binary)") as copy:
-                            copy.write(data)
-                for name, last_value, is_called in self.sequences:
-                    connection.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
+elif STRATEGY in ("truncate", "dirty"):
 
     @pytest.fixture(scope="session")
     def _seed(_database_url_fixture):
-        seed = _Seed(_database_url_fixture)
+        seed = (Seed if STRATEGY == "truncate" else DirtyTables)(_database_url_fixture)
+        seed.install()
         yield seed
         seed.connection.close()
 
-    def _truncated_after(_engine, _seed):
+    def _reseeded_after(_engine, _seed):
         try:
             with _engine.connect() as connection:
                 yield connection
         finally:
             _seed.restore()
 
-    db_rw, db_ro = _both(_truncated_after)
+    db_rw, db_ro = _both(_reseeded_after)
 
     @pytest.fixture
     def db_url(_database_url_fixture):

@@ -1,29 +1,38 @@
-"""Benchmark: pytest-neon-alembic against its peers, on one generated app and test suite.
+"""Benchmark: what a user pays for isolation, against no isolation and against peers.
 
-    python benchmarks/run.py [--tests N] [--repeat R] [--quick]
+    python benchmarks/run.py                 # full: 3 sizes, 2 servers, 3 rounds (~30 min)
+    python benchmarks/run.py --quick         # CI: x1 rows, embedded server, 1 round (<1 min)
+    python benchmarks/run.py --sizes 1,10 --servers embedded --rounds 5
 
 1. Generates an Alembic app (``app.py``: 32 tables, 59 foreign keys, 3 enums,
-   JSONB, 15 revisions seeding 1,211 rows) and a suite of N tests: half
-   read-only, 40 % small writes that commit, 10 % heavy writes and DDL (one
-   in five of those also commits on a connection of its own). Every test
-   first compares a fingerprint of the database (schema, each table's
-   count/sum(id)/row hash, sequence positions) with that of a pristine copy,
-   so a strategy that is fast but wrong shows up as wrong starts.
-2. Runs the suite, each time in a fresh pytest process, under every strategy:
-   ours (``branch``; ``transaction``), pytest-postgresql (template loaded by
-   Alembic, a clone per test), a savepoint-rollback fixture, TRUNCATE every
-   table + reseed, and without isolation (the baseline). The peers run with
-   our plugin disabled, on a PostgreSQL server started here from the same
-   build, on the same tmpfs, as our embedded one.
-3. Measures session start: process start to the first test's call, cold
-   (empty cache: initdb, start, 15 migrations) and warm (second run).
+   JSONB, 15 revisions seeding 1,211 rows at x1; x10 and x100 multiply every
+   table but the reference ones) and a suite (per ten tests: five reads, four
+   small writes that commit, one heavy write or DDL). Every test first checks
+   a fingerprint of the whole database (schema, every table's rows, sequence
+   positions) against a pristine copy: a strategy that starts a test from a
+   wrong state fails the benchmark.
+2. Runs the suite, each time in a fresh pytest process, under our two
+   strategies, pytest-postgresql (a template clone per test), a savepoint
+   fixture, TRUNCATE + reseed, dirty-table triggers + reseed, and with no
+   isolation (the baseline: a Connection or Session per test on one migrated
+   database). All strategies of one round run in a shuffled order, then the
+   next round: a busy spell of the machine falls on all of them alike.
+3. Overhead per test = (median run time - median run time of the baseline) /
+   tests: the whole run, as a user waits for it — session start and end, the
+   resets, and what the next test pays after one (reconnects, cold caches,
+   background work). Also per kind of test, in steady state (a test's setup +
+   call + teardown minus the same test's without isolation; session start
+   and end left out).
+4. With ``-n 2``: ours must reset exactly the tests that wrote (a test that
+   wrote nothing is never reset because of the other worker).
+5. Start-up: a warm one-test run with the plugin against a one-test run of
+   pytest without it.
 
-Per-test overhead = a test's setup + call + teardown minus the same test's
-in the no-isolation run (median of the repeats), so it includes what a
-strategy does to the test itself (cold caches after a clone). The first test
-with a database (session setup) and the last one (session teardown) are left
-out; they are in the whole-run figure, (run time - baseline run time) / N, as in
-``shared/docs/peers-bench.md``. Medians over the repeats where a figure is per run.
+Runs on the embedded build (the ``[embedded]`` wheel) and on a system
+PostgreSQL (``PYTEST_NEON_ALEMBIC_PG_BINDIR``, default /usr/lib/postgresql/15/bin
+when present; ``apt-get install postgresql-15``). Prints a Markdown table
+ready for the README. The machine's load is printed with the figures: on a
+shared machine they are noisy, medians help only so much.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,55 +60,56 @@ sys.path.insert(0, str(HERE))
 import app  # noqa: E402 - benchmarks/ is not a package
 import suitelib  # noqa: E402
 
+SYSTEM_BINDIR = Path("/usr/lib/postgresql/15/bin")
+BINDIR_ENV = "PYTEST_NEON_ALEMBIC_PG_BINDIR"
+TESTS_PER_SIZE = {1: 200, 10: 100, 100: 50}
 QUICK_TESTS = 40
 
-# name: (what it is, BENCH_STRATEGY, extra pytest args, -m selection, baseline, BENCH_ASSERT)
-STRATEGIES: dict[str, tuple[str, str, list[str], str | None, str, str]] = {
-    "ours branch": (
-        "neon_engine (reset after a test that wrote); read-only tests: neon_engine_readonly",
-        "branch",
-        [],
-        None,
-        "noiso",
-        "all",
-    ),
-    "ours transaction": (
-        "--neon-reset=transaction: neon_session in a rolled-back outer transaction",
+
+@dataclass(frozen=True)
+class Strategy:
+    label: str
+    what: str
+    env: str  # BENCH_STRATEGY
+    args: tuple[str, ...] = ()
+    select: str | None = None  # -m: tests this strategy cannot isolate are left out
+    baseline: str = "noiso"  # noiso (Connection per test) or noiso_session
+    check: str = "all"  # what counts as a wrong start (suitelib.MODE)
+
+
+STRATEGIES = [
+    Strategy("ours, `branch`", "neon_engine; reads on neon_engine_readonly", "branch"),
+    Strategy(
+        "ours, `transaction`",
+        "neon_session in a rolled-back outer transaction",
         "transaction",
-        ["--neon-reset=transaction"],
-        None,
-        "noiso_session",
-        "all",
+        ("--neon-reset=transaction",),
+        baseline="noiso_session",
     ),
-    "pytest-postgresql": (
-        "postgresql_noproc(load=[alembic upgrade]) + postgresql: a template clone per test",
-        "pgclone",
-        [],
-        None,
-        "noiso",
-        "all",
-    ),
-    "savepoint": (
-        'Session(join_transaction_mode="create_savepoint") in a rolled-back transaction',
+    Strategy("pytest-postgresql", "postgresql_noproc + a template clone per test", "pgclone"),
+    Strategy(
+        "savepoint fixture",
+        'Session(join_transaction_mode="create_savepoint"), rolled back',
         "savepoint",
-        [],
-        "not outside",
-        "noiso_session",
-        "data",
+        select="not outside",
+        baseline="noiso_session",
+        check="data",
     ),
-    "truncate+reseed": (
-        "after each test: TRUNCATE every table, COPY the seed back, set the sequences",
-        "truncate",
-        [],
-        "not ddl",
-        "noiso",
-        "all",
+    Strategy(
+        "TRUNCATE + reseed", "every table emptied, seed copied back", "truncate", select="not ddl"
     ),
-}
+    Strategy(
+        "dirty-table triggers + reseed",
+        "statement triggers note written tables; only those reseeded",
+        "dirty",
+        select="not ddl",
+    ),
+]
 OURS = ("branch", "transaction")
 
-_RESETS = re.compile(r"resets: (\d+) done, (\d+) skipped as clean(?:, median ([\d.]+) ms)?")
-_MIGRATIONS = re.compile(r"migrations: (?:cached \()?([\d.]+) s")
+_RESETS = re.compile(
+    r"resets: (\d+) done, (\d+) skipped as clean(?:, (\d+) in place)?(?:, median ([\d.]+) ms)?"
+)
 
 
 # -- the generated project -----------------------------------------------------------------
@@ -148,7 +159,7 @@ PYTEST_INI = """\
 [pytest]
 addopts = -p no:cacheprovider -q
 markers =
-    ddl: changes the schema (TRUNCATE + reseed cannot undo it)
+    ddl: changes the schema (a reseed cannot undo it)
     outside: commits on a connection of its own (a rolled-back transaction cannot undo it)
 """
 
@@ -173,117 +184,93 @@ def kind_of(name: str) -> str:
 
 @dataclass
 class Run:
-    strategy: str
     wall: float
-    to_first_call: float | None
     phases: dict[str, dict[str, float]]  # test -> setup/call/teardown seconds
     order: list[str]
     checks: dict[str, list[str]]
     failed: int
-    output: str
-    resets: tuple[int, int, float | None] | None = None
-    migration: float | None = None
+    resets: tuple[int, int, int] | None = None  # done, clean, in place
 
-    def measured(self) -> list[str]:
-        """Tests whose timings are per-test: not the session's first or last database test."""
-        tests = [name for name in self.order if kind_of(name) != "nodb"]
-        return tests[1:-1]
+    def tests(self) -> list[str]:
+        return [name for name in self.order if kind_of(name) != "nodb"]
 
     def total(self, name: str) -> float:
         return sum(self.phases[name].values())
-
-    def fixture(self, name: str) -> float:
-        return self.phases[name].get("setup", 0.0) + self.phases[name].get("teardown", 0.0)
 
 
 @dataclass
 class Bench:
     scratch: Path
-    project: Path
-    ini: Path
     state: Path
-    admin_url: str = ""
-    counter: int = 0
     log: list[str] = field(default_factory=list)
+    counter: int = 0
 
     def run(
         self,
+        project: Path,
+        ini: Path,
+        admin_url: str,
         strategy: str,
         *,
-        extra: list[str] = (),
+        args: tuple[str, ...] = (),
         select: str | None = None,
         keyword: str | None = None,
         check: str = "all",
         state: Path | None = None,
+        plugin: bool = True,
     ) -> Run:
         self.counter += 1
-        out = self.scratch / f"run-{self.counter}-{strategy}.json"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "PYTEST_NEON"))}
+        out = self.scratch / f"run-{self.counter}.json"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "BENCH_"))}
         env.pop("DATABASE_URL", None)
         env.update(
             BENCH_STRATEGY=strategy,
             BENCH_OUT=str(out),
             BENCH_ASSERT=check,
-            BENCH_ALEMBIC_INI=str(self.ini),
-            BENCH_ADMIN_URL=self.admin_url,
+            BENCH_ALEMBIC_INI=str(ini),
+            BENCH_ADMIN_URL=admin_url,
             BENCH_DBNAME=f"bench_{strategy}_{self.counter}",
             PYTEST_NEON_ALEMBIC_STATE_DIR=str(state or self.state),
         )
-        args = [sys.executable, "-m", "pytest", f"--rootdir={self.project}", *extra]
-        if strategy in OURS:
-            args += [f"--neon-alembic-ini={self.ini}", "-p", "no:pytest_postgresql"]
+        command = [sys.executable, "-m", "pytest", f"--rootdir={project}", *args]
+        if strategy in OURS and plugin:
+            command += [f"--neon-alembic-ini={ini}", "-p", "no:pytest_postgresql"]
         else:
-            args += ["-p", "no:neon_alembic", "-p", "no:pytest_alembic"]
+            command += ["-p", "no:neon_alembic"]
             if strategy != "pgclone":
-                args += ["-p", "no:pytest_postgresql"]
+                command += ["-p", "no:pytest_postgresql"]
         if select:
-            args += ["-m", select]
+            command += ["-m", select]
         if keyword:
-            args += ["-k", keyword]
-        spawned = time.time()
+            command += ["-k", keyword]
         started = time.perf_counter()
         proc = subprocess.run(
-            args, cwd=self.project, env=env, capture_output=True, text=True, timeout=1800
+            command, cwd=project, env=env, capture_output=True, text=True, timeout=3600
         )
         wall = time.perf_counter() - started
         output = proc.stdout + proc.stderr
-        (self.scratch / f"run-{self.counter}-{strategy}.log").write_text(output)
         if not out.exists():
             sys.stdout.write(output[-6000:])
             raise SystemExit(f"pytest ({strategy}) exited {proc.returncode} without results")
         data = json.loads(out.read_text())
+        out.unlink()
         phases: dict[str, dict[str, float]] = {}
         order: list[str] = []
-        first_call = None
         failed = 0
-        for name, when, duration, start, outcome in data["reports"]:
+        for name, when, duration, _start, outcome in data["reports"]:
             if name not in phases:
                 phases[name] = {}
                 order.append(name)
             phases[name][when] = duration
-            if when == "call" and first_call is None:
-                first_call = start
-            if outcome == "failed":
-                failed += 1
-        run = Run(
-            strategy=strategy,
-            wall=wall,
-            to_first_call=None if first_call is None else first_call - spawned,
-            phases=phases,
-            order=order,
-            checks=data["checks"],
-            failed=failed,
-            output=output,
-        )
+            failed += outcome == "failed"
+        run = Run(wall, phases, order, data["checks"], failed)
         match = _RESETS.search(output)
         if match:
-            median = float(match.group(3)) if match.group(3) else None
-            run.resets = (int(match.group(1)), int(match.group(2)), median)
-        match = _MIGRATIONS.search(output)
-        if match:
-            run.migration = float(match.group(1))
-        if proc.returncode not in (0, 1) or (failed and check != "none" and strategy in OURS):
-            self.log.append(f"--- {strategy} (exit {proc.returncode}) ---\n{output[-5000:]}")
+            run.resets = (int(match.group(1)), int(match.group(2)), int(match.group(3) or 0))
+        if proc.returncode not in (0, 1) or (failed and check != "none"):
+            self.log.append(
+                f"--- {strategy} {' '.join(args)} (exit {proc.returncode}) ---\n{output[-4000:]}"
+            )
         return run
 
 
@@ -308,6 +295,7 @@ def pristine_fingerprint(admin_url: str, ini: Path) -> dict:
     from sqlalchemy.pool import NullPool
 
     with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS bench_pristine")
         admin.execute("CREATE DATABASE bench_pristine")
     try:
         url = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
@@ -325,19 +313,11 @@ def pristine_fingerprint(admin_url: str, ini: Path) -> dict:
 
 
 def private_dir(prefix: str) -> Path:
-    """A state directory on tmpfs (as the plugin's default), reachable by the server's user."""
+    """A directory on tmpfs (as the plugin's default), reachable by the server's user."""
     base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     os.chmod(path, 0o711)
     return path
-
-
-# -- statistics ----------------------------------------------------------------------------
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def median(values: list[float]) -> float | None:
@@ -345,329 +325,361 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def fmt(value: float | None, digits: int = 1, width: int = 7) -> str:
-    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+# -- one server, one size ------------------------------------------------------------------
 
 
 @dataclass
 class Figures:
-    name: str
-    ran: int = 0
+    whole: float | None = None  # ms per test, whole run minus baseline
+    steady: dict[str, float | None] = field(default_factory=dict)  # by kind
     wrong: int = 0
-    drift: int = 0
+    sequences: int = 0
     failed: int = 0
-    mean: float | None = None  # total overhead per test, ms
-    med: float | None = None
-    p95: float | None = None
-    fixture_delta: dict[str, float | None] = field(default_factory=dict)  # by read/write
-    call_delta: float | None = None
-    fixture: dict[str, float | None] = field(default_factory=dict)  # raw setup + teardown
-    reset: float | None = None
-    resets: str = ""
-    whole: float | None = None
+    resets: tuple[int, int, int] | None = None
 
 
-def _baseline(runs: list[Run]) -> tuple[dict[str, tuple[float, float]], float]:
-    """Per test, the median (setup + teardown, call) of the baseline runs; median wall time."""
-    per_test: dict[str, list[tuple[float, float]]] = {}
-    for run in runs:
-        for name in run.order:
-            call = run.phases[name].get("call", 0.0)
-            per_test.setdefault(name, []).append((run.fixture(name), call))
-    medians = {
-        name: (statistics.median(v[0] for v in values), statistics.median(v[1] for v in values))
-        for name, values in per_test.items()
-    }
-    return medians, statistics.median(run.wall for run in runs)
+@dataclass
+class Scenario:
+    server: str
+    version: str
+    scale: int
+    tests: int
+    rows: int
+    figures: dict[str, Figures] = field(default_factory=dict)
+    xdist: tuple[int, int, int] | None = None  # resets, clean, writing tests
+    startup: dict[str, float | None] = field(default_factory=dict)
 
 
-def figures(name: str, runs: list[Run], baseline: list[Run] | None) -> Figures:
-    fig = Figures(name)
-    tests = [t for t in runs[0].order if kind_of(t) != "nodb"]
-    fig.ran = len(tests)
-    base, base_wall = _baseline(baseline) if baseline else ({}, None)
-    total: list[float] = []
-    calls: list[float] = []
-    fixture: dict[str, list[float]] = {"read": [], "write": []}
-    delta: dict[str, list[float]] = {"read": [], "write": []}
-    wholes = []
-    for run in runs:
-        for differs in run.checks.values():
-            fig.wrong += bool({"schema", "data"} & set(differs))
-            fig.drift += "sequences" in differs
-        fig.failed += run.failed
-        for test in run.measured():
-            group = "read" if kind_of(test) == "read" else "write"
-            fixture[group].append(run.fixture(test) * 1000)
-            if test in base:
-                base_fixture, base_call = base[test]
-                call = run.phases[test].get("call", 0.0)
-                delta[group].append((run.fixture(test) - base_fixture) * 1000)
-                calls.append((call - base_call) * 1000)
-                total.append((run.total(test) - base_fixture - base_call) * 1000)
-        if base_wall is not None:
-            wholes.append((run.wall - base_wall) * 1000 / len(tests))
-    if total:
-        fig.mean, fig.med, fig.p95 = statistics.fmean(total), median(total), p95(total)
-        fig.call_delta = median(calls)
-    fig.fixture_delta = {group: median(values) for group, values in delta.items()}
-    fig.fixture = {group: median(values) for group, values in fixture.items()}
-    fig.whole = median(wholes)
-    resets = [run.resets for run in runs if run.resets]
-    if resets:
-        fig.reset = median([r[2] for r in resets])
-        fig.resets = f"{resets[-1][0]} done, {resets[-1][1]} skipped as clean"
-    return fig
+def steady_by_kind(runs: list[Run], baseline: list[Run]) -> dict[str, float | None]:
+    """Per kind of test: median over runs of the mean (total - baseline total), in ms.
+
+    The session's first and last database tests are left out (start and end)."""
+    base: dict[str, float] = {}
+    for name in baseline[0].tests():
+        base[name] = statistics.median(run.total(name) for run in baseline if name in run.phases)
+    result: dict[str, float | None] = {}
+    for kind in ("read", "write", "heavy"):
+        per_run = []
+        for run in runs:
+            measured = run.tests()[1:-1]
+            deltas = [run.total(t) - base[t] for t in measured if kind_of(t) == kind and t in base]
+            if deltas:
+                per_run.append(statistics.fmean(deltas) * 1000)
+        result[kind] = median(per_run)
+    return result
+
+
+def run_scenario(
+    bench: Bench, server, label: str, scale: int, tests: int, rounds: int
+) -> tuple[Scenario, Path, Path]:
+    """All strategies and their baselines on one server at one size; the project made."""
+    scratch = bench.scratch / f"{label}-x{scale}"
+    ini = app.write_app(scratch / "app", scale)
+    expected = pristine_fingerprint(server.admin_url, ini)
+    project = scratch / "project"
+    write_project(project, tests, expected)
+    scenario = Scenario(label, server.server_version, scale, tests, app.seed_row_count(scale))
+    url = server.admin_url
+
+    # Warm our cache (server snapshot, migrated template), as on a developer's machine.
+    bench.run(project, ini, url, "branch", keyword="nodb or 0002", check="none")
+    baselines = {s.baseline + "|" + str(s.select) for s in STRATEGIES}
+    results: dict[str, list[Run]] = {s.env: [] for s in STRATEGIES}
+    base_runs: dict[str, list[Run]] = {key: [] for key in baselines}
+    for round_number in range(rounds):
+        order = [("strategy", s.env) for s in STRATEGIES] + [("baseline", b) for b in baselines]
+        random.Random(round_number).shuffle(order)
+        for what, key in order:
+            if what == "baseline":
+                strategy, select = key.split("|")
+                base_runs[key].append(
+                    bench.run(
+                        project,
+                        ini,
+                        url,
+                        strategy,
+                        check="none",
+                        select=None if select == "None" else select,
+                    )
+                )
+            else:
+                spec = next(s for s in STRATEGIES if s.env == key)
+                results[key].append(
+                    bench.run(
+                        project,
+                        ini,
+                        url,
+                        spec.env,
+                        args=spec.args,
+                        select=spec.select,
+                        check=spec.check,
+                    )
+                )
+        print(f"  {label} x{scale}: round {round_number + 1}/{rounds} done", flush=True)
+
+    for spec in STRATEGIES:
+        runs = results[spec.env]
+        baseline = base_runs[spec.baseline + "|" + str(spec.select)]
+        figures = Figures()
+        ran = len(runs[0].tests())
+        figures.whole = (
+            (median([r.wall for r in runs]) - median([r.wall for r in baseline])) * 1000 / ran
+        )
+        figures.steady = steady_by_kind(runs, baseline)
+        for run in runs:
+            for differs in run.checks.values():
+                figures.wrong += bool({"schema", "data"} & set(differs))
+                figures.sequences += "sequences" in differs
+            figures.failed += run.failed
+        figures.resets = runs[-1].resets
+        scenario.figures[spec.env] = figures
+
+    # Two workers: exactly the writing tests are reset, every other test is clean.
+    run = bench.run(project, ini, url, "branch", args=("-n", "2"), check="all")
+    writing = sum(kind_of(t) != "read" for t in run.tests())
+    if run.resets:
+        scenario.xdist = (run.resets[0], run.resets[1], writing)
+    scenario.figures["branch"].failed += run.failed
+    for differs in run.checks.values():
+        scenario.figures["branch"].wrong += bool({"schema", "data"} & set(differs))
+    return scenario, project, ini
+
+
+def measure_startup(bench: Bench, project: Path, ini: Path, url: str, rounds: int) -> dict:
+    """Warm one-test run with the plugin vs a one-test run of pytest without it; cold too."""
+    warm, plain, cold = [], [], []
+    for _ in range(rounds if rounds == 1 else max(rounds, 3)):
+        warm.append(bench.run(project, ini, url, "branch", keyword="0002", check="none").wall)
+        plain.append(
+            bench.run(project, ini, url, "noiso", keyword="nodb", check="none", plugin=False).wall
+        )
+    cold_state = private_dir("neon-alembic-bench-cold-")
+    try:
+        cold.append(
+            bench.run(
+                project, ini, url, "branch", keyword="0002", check="none", state=cold_state
+            ).wall
+        )
+    finally:
+        shutil.rmtree(cold_state, ignore_errors=True)
+    return {"warm": median(warm), "plain": median(plain), "cold": median(cold)}
 
 
 # -- the report ----------------------------------------------------------------------------
 
-LEGEND = """\
-  ran: tests run (savepoint: not those that commit on a connection of their own;
-    truncate+reseed: no DDL). wrong: tests that started from another schema or data,
-    over all runs; seq: tests that started with sequences advanced (what a rolled-back
-    nextval leaves; must be 0 for ours); fail: failed test phases (setup/call/teardown).
-  fixture: setup + teardown of the test minus the same test's without isolation, for
-    read-only / writing tests; body: the test's call phase minus the same (what a
-    fresh connection or database costs the test itself).
-  total: setup + call + teardown minus the same test's without isolation: mean,
-    median, p95 over all tests. whole: (run time - baseline run time) / tests, session
-    start and end included (ours starts its own server; the peers use the runner's).
-  /ours: mean total overhead relative to ours branch."""
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report(
-    options: argparse.Namespace,
-    context: dict,
-    starts: dict[str, list[Run]],
-    results: dict[str, list[Run]],
-    baselines: dict[tuple[str, str | None], list[Run]],
-) -> list[str]:
+def report(scenarios: list[Scenario], context: dict) -> list[str]:
+    """Print the Markdown tables; return the problems that fail the benchmark."""
     p = print
+    problems: list[str] = []
     p(
-        f"\npytest-neon-alembic benchmark: {options.tests} tests, {options.repeat} run(s) per "
-        f"strategy; {context['cores']} cores, load average {context['load']} at the start"
-    )
-    p(
-        f"app: {len(app.TABLES)} tables, {app.foreign_key_count()} foreign keys, "
-        f"{len(app.ENUMS)} enums, JSONB, {app.revision_count()} Alembic revisions, "
-        f"{app.seed_row_count()} seed rows"
+        f"\n## Benchmark ({context['date']}; {context['cores']} cores, load average "
+        f"{context['load']} at the start; {context['rounds']} round(s), medians)\n"
     )
     p(
-        f"server: PostgreSQL {context['pg']} (the plugin's embedded build) on tmpfs; "
-        f"pytest-postgresql {context['peer_version']}"
+        f"App: {len(app.TABLES)} tables, {app.foreign_key_count()} foreign keys, "
+        f"{len(app.ENUMS)} enums, JSONB, {app.revision_count()} Alembic revisions. Suite: per ten "
+        "tests five reads, four small writes that commit, one heavy write or DDL; every test "
+        f"first checks the whole database. pytest-postgresql {context['peer']}.\n"
     )
-    kinds: dict[str, int] = {}
-    for name in results["ours branch"][0].order:
-        kinds[kind_of(name)] = kinds.get(kind_of(name), 0) + 1
-    p(
-        f"suite: {kinds.get('read', 0)} read-only, {kinds.get('write', 0)} small writes, "
-        f"{kinds.get('heavy', 0)} heavy writes and DDL (+1 test without database)"
-    )
-
-    p("strategies:")
-    for name, spec in STRATEGIES.items():
-        p(f"  {name:<18} {spec[0]}")
-    p(f"  {'no isolation':<18} the baseline: one migrated database, no reset (Connection/Session)")
-
-    rows = [
-        figures(name, runs, baselines[(STRATEGIES[name][4], STRATEGIES[name][3])])
-        for name, runs in results.items()
-    ]
-    ours = rows[0]
-    p("\noverhead per test vs the same test without isolation (ms, medians over tests)")
-    p(f"{'':<19}{'':>23}{'fixture':>14}{'':>8}{'total':>16}")
-    header = (
-        f"{'strategy':<19}{'ran':>5}{'wrong':>6}{'seq':>6}{'fail':>6}"
-        f"{'read':>7}{'write':>7}{'body':>7}{'mean':>8}{'median':>8}{'p95':>8}"
-        f"{'whole':>8}{'/ours':>7}"
-    )
-    p(header)
-    p("-" * len(header))
-    for fig in rows:
-        ratio = "-"
-        if not fig.name.startswith("ours") and fig.mean is not None and ours.mean is not None:
-            ratio = f"{fig.mean / ours.mean:.1f}x" if ours.mean > 0.05 else "n/a"
+    servers = list(dict.fromkeys(s.server for s in scenarios))
+    for server in servers:
+        group = [s for s in scenarios if s.server == server]
         p(
-            f"{fig.name:<19}{fig.ran:>5}{fig.wrong:>6}{fig.drift:>6}{fig.failed:>6}"
-            f"{fmt(fig.fixture_delta.get('read'), 2, 7)}{fmt(fig.fixture_delta.get('write'), 1, 7)}"
-            f"{fmt(fig.call_delta, 1, 7)}{fmt(fig.mean, 1, 8)}{fmt(fig.med, 1, 8)}"
-            f"{fmt(fig.p95, 1, 8)}{fmt(fig.whole, 1, 8)}{ratio:>7}"
+            f"**{server}, PostgreSQL {group[0].version}** — overhead per test, ms: whole run "
+            "minus a no-isolation run of the same suite, divided by the tests\n"
         )
-    p(LEGEND)
-
-    p("\ndatabase fixtures as measured: setup + teardown per test (ms, median over tests)")
-    header = f"{'strategy':<26}{'read':>8}{'write':>8}{'reset median':>15}   resets (last run)"
-    p(header)
-    p("-" * len(header))
-    for fig in rows:
-        reset = "-" if fig.reset is None else f"{fig.reset:.1f} ms"
+        header = (
+            "| strategy | "
+            + " | ".join(f"x{s.scale} ({s.rows:,} rows, {s.tests} tests)" for s in group)
+            + " | vs ours (x1) | wrong starts |"
+        )
+        p(header)
+        p("|---" * (len(group) + 3) + "|")
+        ours = group[0].figures["branch"].whole
+        for spec in STRATEGIES:
+            cells = [fmt(s.figures[spec.env].whole) for s in group]
+            first = group[0].figures[spec.env].whole
+            ratio = "-"
+            if spec.env not in OURS and first is not None and ours and ours > 0:
+                ratio = f"{first / ours:.0f}x"
+            wrong = sum(s.figures[spec.env].wrong for s in group)
+            seqs = sum(s.figures[spec.env].sequences for s in group)
+            wrong_text = str(wrong) + (f" ({seqs} with sequences moved)" if seqs else "")
+            p(f"| {spec.label} | " + " | ".join(cells) + f" | {ratio} | {wrong_text} |")
+            failed = sum(s.figures[spec.env].failed for s in group)
+            if wrong or failed:
+                problems.append(f"{server} {spec.label}: {wrong} wrong starts, {failed} failures")
+        p("")
         p(
-            f"{fig.name:<26}{fmt(fig.fixture.get('read'), 2, 8)}"
-            f"{fmt(fig.fixture.get('write'), 2, 8)}{reset:>15}   {fig.resets}"
+            "Steady state per kind of test (ms; read / small write / heavy or DDL; session "
+            "start and end left out):\n"
         )
-    for (strategy, select), runs in baselines.items():
-        if select is None:
-            api = "Session" if strategy == "noiso_session" else "Connection"
-            fig = figures(f"no isolation ({api})", runs, None)
-            p(
-                f"{fig.name:<26}{fmt(fig.fixture.get('read'), 2, 8)}"
-                f"{fmt(fig.fixture.get('write'), 2, 8)}"
+        p("| strategy | " + " | ".join(f"x{s.scale}" for s in group) + " |")
+        p("|---" * (len(group) + 1) + "|")
+        for spec in STRATEGIES:
+            cells = []
+            for s in group:
+                steady = s.figures[spec.env].steady
+                cells.append(" / ".join(fmt(steady.get(k)) for k in ("read", "write", "heavy")))
+            p(f"| {spec.label} | " + " | ".join(cells) + " |")
+        p("")
+        for s in group:
+            resets = s.figures["branch"].resets
+            line = (
+                f"x{s.scale}: ours `branch` reset {resets[0]} tests" if resets else f"x{s.scale}:"
             )
-    p("  reset median: the plugin's own summary line (median of the runs' medians)")
-
-    p("\nsession start of ours: process start -> first test's call (s, median of runs)")
-    cold, warm, nodb = (
-        median([r.to_first_call for r in starts[k]]) for k in ("cold", "warm", "nodb")
-    )
-    cold_migration = median([r.migration for r in starts["cold"]])
-    warm_migration = median([r.migration for r in starts["warm"]])
-    p(
-        f"  cold: empty cache (initdb, start, migrate, clone) {fmt(cold, 2)}"
-        f"   (migrations {fmt(cold_migration, 2, 4)} s)"
-    )
-    p(
-        f"  warm: second run (cached cluster and migrations)  {fmt(warm, 2)}"
-        f"   (migrations {fmt(warm_migration, 2, 4)} s)"
-    )
-    p(f"  the same, a test that uses no database            {fmt(nodb, 2)}")
-    cold_db = cold - nodb if cold is not None and nodb is not None else None
-    warm_db = warm - nodb if warm is not None and nodb is not None else None
-    p(f"  database part: cold {fmt(cold_db, 2, 0)} s, warm {fmt(warm_db, 2, 0)} s")
-
-    transaction = rows[1]
-    branch_read = _median_of_kind(results["ours branch"], baselines["noiso", None], "read")
-    tx_read = _median_of_kind(results["ours transaction"], baselines["noiso_session", None], "read")
-    tx_fixture = median(list(transaction.fixture_delta.values()))
-    targets = [
-        ("read-only test, ours branch", ours.fixture_delta.get("read"), branch_read, 1.0, "ms"),
-        (
-            "non-writing isolated test, ours transaction",
-            transaction.fixture_delta.get("read"),
-            tx_read,
-            1.0,
-            "ms",
-        ),
-        ("transaction strategy, any test", tx_fixture, transaction.med, 1.0, "ms"),
-        ("reset after a writing test, ours branch (median)", ours.reset, None, 10.0, "ms"),
-        ("session start cold, database part", cold_db, None, 3.0, "s"),
-        ("session start warm, database part", warm_db, None, 1.0, "s"),
-    ]
-    p("\nDESIGN targets (per-test ones judged on the fixture figure; then the total, noisier)")
-    for label, value, second, limit, unit in targets:
-        verdict = "?" if value is None else ("met" if value <= limit else "MISSED")
-        extra = f"; {second:.2f}" if second is not None else ""
-        p(f"  {label:<50}{fmt(value, 2)}{extra:<9} {unit:<3}target {limit:g} {unit}: {verdict}")
-    problems = []
-    for fig in rows[:2]:
-        if fig.wrong or fig.drift:
-            problems.append(f"{fig.name}: {fig.wrong} wrong starts, {fig.drift} with sequences")
-        if fig.failed:
-            problems.append(f"{fig.name}: {fig.failed} failed test phases")
+            if resets:
+                line += f" ({resets[2]} in place), {resets[1]} clean"
+            if s.xdist:
+                done, clean, writing = s.xdist
+                extra = done - writing
+                line += (
+                    f"; with -n 2: {done} resets for {writing} writing tests, "
+                    f"{clean} clean → {max(extra, 0)} clean tests reset because of "
+                    "the other worker"
+                )
+                if extra != 0:
+                    problems.append(f"{server} x{s.scale} -n 2: {done} resets, {writing} writes")
+            p(line)
+        p("")
+    for s in scenarios:
+        if s.startup:
+            warm, plain, cold = s.startup["warm"], s.startup["plain"], s.startup["cold"]
+            p(
+                f"Start-up ({s.server}): one test on the isolated branch, warm cache "
+                f"{fmt(warm, 2)} s, cold (initdb, 15 migrations) {fmt(cold, 2)} s; pytest "
+                f"without the plugin, one test {fmt(plain, 2)} s: warm +{fmt(warm - plain, 2)} s."
+            )
+    p("\nTargets (DESIGN.md)")
+    for s in scenarios:
+        figs = s.figures
+        branch, tx, save = figs["branch"].whole, figs["transaction"].whole, figs["savepoint"].whole
+        peer = figs["pgclone"].whole
+        ratio = peer / branch if branch and branch > 0 else None
+        p(
+            f"  {s.server} x{s.scale}: default strategy {fmt(branch, 2)} ms/test (target ≤ 3), "
+            f"{fmt(ratio, 0)}x below pytest-postgresql (target ≥ 30); transaction "
+            f"{fmt(tx, 2)} vs savepoint {fmt(save, 2)} ms (target ≤ 1.5x)"
+        )
+    flat = [s for s in scenarios if s.scale != 1]
+    for s in flat:
+        first = next(x for x in scenarios if x.server == s.server and x.scale == 1)
+        small = s.figures["branch"].steady.get("write")
+        base = first.figures["branch"].steady.get("write")
+        p(
+            f"  {s.server} x{s.scale}: a small write costs {fmt(small, 2)} ms in steady state "
+            f"against {fmt(base, 2)} ms at x1 (target: flat)"
+        )
     return problems
 
 
-def _median_of_kind(runs: list[Run], baseline: list[Run], kind: str) -> float | None:
-    """Median total overhead of one kind of test."""
-    base, _ = _baseline(baseline)
-    values = [
-        (run.total(test) - sum(base[test])) * 1000
-        for run in runs
-        for test in run.measured()
-        if kind_of(test) == kind and test in base
-    ]
-    return median(values)
+def start_server(label: str):
+    """The peers' server: the build ``PYTEST_NEON_ALEMBIC_PG_BINDIR`` names (or the
+    embedded one), on tmpfs, as ours; the pytest runs inherit the same choice."""
+    from pytest_neon_alembic.coordination import state_root
+    from pytest_neon_alembic.server.embedded import EmbeddedServer
+
+    return EmbeddedServer.start(state_root() / f"bench-peers-{label}", state_root() / "cache")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tests", type=int, default=200, help="tests in the suite (default 200)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per strategy (default 3)")
+    parser.add_argument("--sizes", default="1,10,100", help="row multipliers (default 1,10,100)")
+    parser.add_argument("--servers", default="embedded,system", help="embedded and/or system")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_TESTS} tests, 1 run: a check for CI"
+        "--tests",
+        type=int,
+        default=None,
+        help="tests per suite (default: 200 at x1, 100 at x10, 50 at x100)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"CI: x1, embedded, 1 round, {QUICK_TESTS} tests"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     options = parser.parse_args()
     if options.quick:
-        options.tests, options.repeat = QUICK_TESTS, 1
-    if options.tests < 10:
-        parser.error("--tests must be at least 10")
+        options.sizes, options.servers, options.rounds = "1", "embedded", 1
+        options.tests = options.tests or QUICK_TESTS
+    sizes = [int(s) for s in options.sizes.split(",")]
+    servers = options.servers.split(",")
     began = time.perf_counter()
 
-    peer_version = ensure_pytest_postgresql()
+    peer = ensure_pytest_postgresql()
     scratch = Path(tempfile.mkdtemp(prefix="neon-alembic-bench-"))
     os.chmod(scratch, 0o755)
     state = private_dir("neon-alembic-bench-state-")
     os.environ["PYTEST_NEON_ALEMBIC_STATE_DIR"] = str(state)
-    from pytest_neon_alembic.coordination import state_root
-    from pytest_neon_alembic.server.embedded import EmbeddedServer
-
-    server = None
-    bench = Bench(scratch, scratch / "project", app.write_app(scratch / "app"), state)
-    cold_dirs: list[Path] = []
+    bench = Bench(scratch, state)
+    context = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cores": os.cpu_count(),
+        "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
+        "rounds": options.rounds,
+        "peer": peer,
+    }
+    scenarios: list[Scenario] = []
+    problems: list[str] = []
     try:
-        server = EmbeddedServer.start(state_root() / "bench-peers", state_root() / "cache")
-        bench.admin_url = server.admin_url
-        expected = pristine_fingerprint(server.admin_url, bench.ini)
-        write_project(bench.project, options.tests, expected)
-        context = {
-            "cores": os.cpu_count(),
-            "load": " ".join(f"{v:.1f}" for v in os.getloadavg()),
-            "pg": server.server_version,
-            "peer_version": peer_version,
-        }
-
-        starts: dict[str, list[Run]] = {"cold": [], "warm": [], "nodb": []}
-        first_write = "test_0002_write"
-        for _ in range(options.repeat):
-            cold_dir = private_dir("neon-alembic-bench-cold-")
-            cold_dirs.append(cold_dir)
-            for key, keyword in (("cold", first_write), ("warm", first_write), ("nodb", "nodb")):
-                starts[key].append(bench.run("branch", keyword=keyword, state=cold_dir))
-            shutil.rmtree(cold_dir, ignore_errors=True)
-        print(f"session starts measured ({time.perf_counter() - began:.0f} s)", flush=True)
-
-        results: dict[str, list[Run]] = {name: [] for name in STRATEGIES}
-        baselines: dict[tuple[str, str | None], list[Run]] = {}
-        for spec in STRATEGIES.values():
-            baselines.setdefault((spec[4], spec[3]), [])
-        for repeat in range(options.repeat):
-            # Each repeat in another order, so that a busy spell of the machine does not
-            # always fall on the same strategy.
-            order = [("baseline", key) for key in baselines] + [("strategy", n) for n in results]
-            random.Random(repeat).shuffle(order)
-            for what, key in order:
-                if what == "baseline":
-                    strategy, select = key
-                    baselines[key].append(bench.run(strategy, select=select, check="none"))
-                else:
-                    _, strategy, extra, select, _, check = STRATEGIES[key]
-                    results[key].append(
-                        bench.run(strategy, extra=extra, select=select, check=check)
+        for label in servers:
+            bindir = None
+            if label == "system":
+                bindir = Path(os.environ.get(BINDIR_ENV) or SYSTEM_BINDIR)
+                if not (bindir / "postgres").exists():
+                    problems.append(
+                        f"no system PostgreSQL at {bindir}: apt-get install "
+                        f"postgresql-15, or set {BINDIR_ENV}"
                     )
-            print(
-                f"run {repeat + 1}/{options.repeat} done ({time.perf_counter() - began:.0f} s)",
-                flush=True,
-            )
-        problems = report(options, context, starts, results, baselines)
+                    continue
+                os.environ[BINDIR_ENV] = str(bindir)
+            else:
+                os.environ.pop(BINDIR_ENV, None)
+            server = start_server(label)
+            try:
+                for index, scale in enumerate(sizes):
+                    tests = options.tests or TESTS_PER_SIZE.get(scale, 50)
+                    scenario, project, ini = run_scenario(
+                        bench, server, label, scale, tests, options.rounds
+                    )
+                    if index == 0:
+                        scenario.startup = measure_startup(
+                            bench, project, ini, server.admin_url, options.rounds
+                        )
+                    scenarios.append(scenario)
+                    print(
+                        f"{label} x{scale} done ({time.perf_counter() - began:.0f} s)", flush=True
+                    )
+            finally:
+                server.stop()
+        problems += report(scenarios, context)
     finally:
-        if server is not None:
-            server.stop()
-        for path in cold_dirs:
-            shutil.rmtree(path, ignore_errors=True)
+        os.environ.pop(BINDIR_ENV, None)
         shutil.rmtree(state, ignore_errors=True)
         if options.keep:
             print(f"\nscratch directory kept: {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-    print(f"\nbenchmark took {time.perf_counter() - began:.0f} s")
-    for entry in bench.log:
+    print(
+        f"\nbenchmark took {time.perf_counter() - began:.0f} s; command: python "
+        f"benchmarks/run.py {' '.join(sys.argv[1:])}".rstrip()
+    )
+    for entry in bench.log[:5]:
         print(entry)
     if problems:
         print("\nFAILED: " + "; ".join(problems))
         raise SystemExit(1)
 
 
+def _interrupted(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too: the finally blocks stop the servers
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupted)
     with contextlib.suppress(KeyboardInterrupt):
         main()

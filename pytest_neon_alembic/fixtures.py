@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import warnings
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from .branch import NeonBranch
 from .choice import ENV_VAR_PRIORITY, asked_branch, reset_strategy
 from .errors import NeonAlembicError
 from .redirect import FOLLOW, OuterTransaction
+from .resets import renew_pool
 from .session import BranchSession
 from .urls import sqlalchemy_url
 
@@ -285,7 +287,7 @@ def _neon_isolated_engine(
     _neon_session: BranchSession, _neon_isolated_branch: NeonBranch
 ) -> Iterator[sa.Engine]:
     for engine in _engine(_neon_isolated_branch):
-        _neon_session.resets.on_reset(_neon_isolated_branch, engine.dispose)
+        _neon_session.resets.on_reset(_neon_isolated_branch, functools.partial(renew_pool, engine))
         yield engine
 
 

@@ -1,14 +1,15 @@
-"""Write detection and sequence sealing: how the database tells whether a test wrote.
+"""Write detection by transaction ids, for a branch that is a server of its own (Neon).
 
 Every write takes a transaction id, committed or not, and reads never do. So a
 transaction id taken before a test and one taken after it are consecutive
-exactly when nothing was written in between. Sequences are the trap:
+exactly when nothing was written in between — on a server where nothing else
+runs: each Neon branch has its own compute. Sequences are the trap:
 ``nextval`` WAL-logs (and takes an id) only once every 32 calls, so after
 migrating, ``seal_sequences`` sets every sequence's log count to zero; the
 first ``nextval`` in any copy of that state then takes an id.
 
-The SQL works on any PostgreSQL connection, so each backend uses it on its own
-connection: server-wide on the local backend, per branch on Neon.
+The local backend, where many databases share one server, does not count ids:
+each database logs its own changes (``backends/inplace.py``).
 """
 
 from __future__ import annotations
@@ -44,8 +45,6 @@ _COMMITTED_IN_RANGE = (
     "WHERE txid_status(id) IS DISTINCT FROM 'aborted'"
 )
 
-
-_STATUS = "SELECT txid_status(%s::bigint)"
 _SEQUENCE_NAMES = "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences ORDER BY 1"
 
 
@@ -98,35 +97,20 @@ def wrote_since(
     marker: int,
     *,
     committed_only: bool = False,
-    known: frozenset[int] = frozenset(),
     undo_rolled_back: Callable[[], bool] | None = None,
-    reuse: Callable[[int], None] | None = None,
 ) -> bool:
     """Whether any transaction id was taken since ``marker`` (on this connection's server).
 
     ``committed_only``: ids of transactions that were rolled back don't count,
     if ``undo_rolled_back`` can put back what a rollback does not (sequences).
-    ``known``: 32-bit ids of the plugin's own work in the meantime (a spare
-    copy made in the background), which are no write of the test's. Never
-    answers False after a write; other sessions' writes on the same server can
-    make it answer True for a test that wrote nothing. ``reuse`` receives the
-    id taken now when nothing happened at all: it can serve as the next marker
-    (one round trip less per test).
+    Never answers False after a write.
     """
     now = write_marker(connection)
-    taken = [tx for tx in range(marker + 1, now) if tx & 0xFFFFFFFF not in known]
-    if not taken:
-        if reuse is not None:
-            reuse(now)
+    if now == marker + 1:
         return False
     if not committed_only:
         return True
-    if len(taken) == now - marker - 1:
-        committed = connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0]
-    else:
-        committed = sum(
-            connection.execute(_STATUS, (tx,)).fetchone()[0] != "aborted" for tx in taken
-        )
+    committed = connection.execute(_COMMITTED_IN_RANGE, (marker + 1, now - 1)).fetchone()[0]
     if committed:
         return True
     return not (undo_rolled_back is not None and undo_rolled_back())
@@ -142,12 +126,22 @@ class KeptConnections:
         self._connections: dict[str, psycopg.Connection] = {}
         self._on_connect = on_connect
 
-    def run(self, key: str, url: str, action: Callable[[psycopg.Connection], T]) -> T:
+    def run(
+        self,
+        key: str,
+        url: str,
+        action: Callable[[psycopg.Connection], T],
+        *,
+        options: str | None = None,
+    ) -> T:
+        """``action`` on the kept connection (``options``: its session settings, given
+        when it is opened)."""
         for attempt in (1, 2):
             try:
                 connection = self._connections.get(key)
                 if connection is None or connection.closed or connection.broken:
-                    connection = psycopg.connect(url, autocommit=True, connect_timeout=10)
+                    extra = {"options": options} if options else {}
+                    connection = psycopg.connect(url, autocommit=True, connect_timeout=10, **extra)
                     if self._on_connect is not None:
                         self._on_connect(connection)
                     self._connections[key] = connection
@@ -157,6 +151,11 @@ class KeptConnections:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def adopt(self, key: str, connection: psycopg.Connection) -> None:
+        """Keep ``connection`` (opened elsewhere) as the one for ``key``."""
+        self.forget(key)
+        self._connections[key] = connection
 
     def open_ones(self) -> list[psycopg.Connection]:
         return [c for c in self._connections.values() if not c.closed]

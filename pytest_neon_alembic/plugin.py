@@ -235,9 +235,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    branch_session = item.config.stash.get(SESSION_KEY, None)
-    if branch_session is not None:
-        branch_session.resets.test_started()
     hooks.install()  # drivers the application imported since
 
 

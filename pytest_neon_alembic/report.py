@@ -32,6 +32,7 @@ class Report:
     left: list[str] = field(default_factory=list)  # what this run could not delete
     removal: str = ""  # how to remove what was left
     resets: int = 0
+    in_place: int = 0  # of the resets, those put back in place (no new database)
     clean: int = 0
     durations: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # one line each, after the figures
@@ -58,6 +59,8 @@ class Report:
                 "`pytest --neon-cleanup` tries again and lists them."
             )
         resets = f"resets: {self.resets} done, {self.clean} skipped as clean"
+        if self.in_place:
+            resets += f", {self.in_place} in place"
         if self.durations:
             resets += f", median {statistics.median(self.durations) * 1000:.1f} ms"
         lines.append(resets)
@@ -140,6 +143,7 @@ def read_report(
             report.cache = "hit" if event["hit"] else "stored"
         elif kind == "resets":
             report.resets += event["resets"]
+            report.in_place += event.get("in_place", 0)
             report.clean += event["clean"]
             report.durations.extend(event["durations"])
     return report

@@ -1,5 +1,5 @@
-"""The per-test path of the isolated branch: a marker before the test, a check after it,
-and a reset when the database saw a write.
+"""The per-test path of the isolated branch: a marker before the test (if the backend
+needs one), and after it a check that puts back what the test changed.
 
 Kept apart from the creation of branches (``session.py``) so that what happens
 around every single test reads in one place.
@@ -7,12 +7,15 @@ around every single test reads in one place.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import Backend
+from .backends.base import CLEAN, RESTORED, Backend
+from .backends.inplace import WARM
 from .branch import NeonBranch
 from .coordination import RunDirectory
 
@@ -21,7 +24,8 @@ from .coordination import RunDirectory
 class ResetStats:
     """What the reset strategy did in this process."""
 
-    resets: int = 0
+    resets: int = 0  # in place or by replacing the branch
+    in_place: int = 0
     clean: int = 0
     durations: list[float] = field(default_factory=list)
 
@@ -41,44 +45,42 @@ class IsolatedResets:
         self.stats = ResetStats()
         self._sequences: list[list[Any]] | None = None
         self._after_reset: dict[str, list[Callable[[], None]]] = {}
-        self._tests_started = 0  # lets a check's id serve the very next test as its marker
-        self._checked_in_test = -1
-
-    def test_started(self) -> None:
-        self._tests_started += 1
 
     def before_test(self, branch: NeonBranch) -> Any:
-        backend = self._backend()
-        if self._checked_in_test != self._tests_started - 1:
-            backend.forget_marker(branch)  # not the test right after the last check
-        return backend.write_marker(branch)
+        return self._backend().write_marker(branch)
 
     def after_test(
         self, branch: NeonBranch, source: NeonBranch, marker: Any, *, committed_only: bool = False
     ) -> None:
-        """Reset ``branch`` to ``source`` if the database saw a write since ``marker``.
+        """Bring ``branch`` back to ``source``'s state if the database saw a write.
 
         ``committed_only``: writes that were rolled back do not count (the
         transaction strategy, which rolls back everything it opened).
         """
-        self._checked_in_test = self._tests_started
-        backend = self._backend()
-        if not backend.wrote_since(
-            branch, marker, committed_only=committed_only, sequences=self._pristine_sequences()
-        ):
-            self.stats.clean += 1
-            return
         self._guard(branch, "reset")
         started = time.perf_counter()
-        backend.reset_branch(branch, source)
+        outcome = self._backend().after_test(
+            branch,
+            source,
+            marker,
+            committed_only=committed_only,
+            sequences=self._pristine_sequences(),
+        )
+        if outcome == CLEAN:
+            self.stats.clean += 1
+            return
         self.stats.durations.append(time.perf_counter() - started)
         self.stats.resets += 1
+        if outcome == RESTORED:
+            self.stats.in_place += 1
+            return  # connections survive a restore in place
         for callback in self._after_reset.get(branch.key, ()):
             callback()
 
     def on_reset(self, branch: NeonBranch, callback: Callable[[], None]) -> None:
-        """Call ``callback`` after each reset of ``branch`` (e.g. to drop pooled connections
-        the reset ended, instead of finding them dead at the next checkout)."""
+        """Call ``callback`` after each reset of ``branch`` that ended its connections
+        (e.g. to drop pooled connections, instead of finding them dead at the next
+        checkout); a restore in place keeps them."""
         self._after_reset.setdefault(branch.key, []).append(callback)
 
     def record(self, worker: str) -> None:
@@ -89,6 +91,7 @@ class IsolatedResets:
                 "resets",
                 worker=worker,
                 resets=stats.resets,
+                in_place=stats.in_place,
                 clean=stats.clean,
                 durations=stats.durations,
             )
@@ -100,3 +103,18 @@ class IsolatedResets:
                 if event["event"] == "migrated":
                     self._sequences = event["sequences"]
         return self._sequences
+
+
+def renew_pool(engine: Any) -> None:
+    """After a reset that ended the branch's connections: drop the engine's pooled ones,
+    and open one again in the background, its catalog caches loaded (``inplace``'s
+    ``warm()``), so the next test finds it ready."""
+    engine.dispose()
+    threading.Thread(target=_warm_one, args=(engine,), name="warm pool", daemon=True).start()
+
+
+def _warm_one(engine: Any) -> None:
+    with contextlib.suppress(Exception), engine.connect() as connection:
+        with contextlib.suppress(Exception):  # no warm() there (Neon): the connection is enough
+            connection.exec_driver_sql(WARM)
+        connection.rollback()

@@ -12,6 +12,10 @@ from typing import Any
 
 from ..branch import NeonBranch
 
+# What ``after_test`` did: nothing to do, put back in place, or the branch replaced
+# (local: another copy renamed in; Neon: a restore).
+CLEAN, RESTORED, SWAPPED = "clean", "restored", "swapped"
+
 
 class Backend(ABC):
     """A source of branches. Knows nothing of pytest; safe to use from any process."""
@@ -75,10 +79,6 @@ class Backend(ABC):
         """A value taken before a test, for ``wrote_since``; None means "cannot tell"."""
         return None
 
-    def forget_marker(self, branch: NeonBranch) -> None:  # noqa: B027 - optional hook
-        """Drop an id kept from the last check to serve as the next marker: other
-        tests ran in between, and their writes must not count against the next one."""
-
     def wrote_since(
         self,
         branch: NeonBranch,
@@ -95,6 +95,26 @@ class Backend(ABC):
         ``seal`` returned), since ``nextval`` is never rolled back.
         """
         return True
+
+    def after_test(
+        self,
+        branch: NeonBranch,
+        source: NeonBranch,
+        marker: Any,
+        *,
+        committed_only: bool = False,
+        sequences: list[list[Any]] | None = None,
+    ) -> str:
+        """After a test on ``branch``: bring it back to ``source``'s state if anything
+        was written since ``marker``. Returns ``CLEAN``, ``RESTORED`` or ``SWAPPED``.
+
+        The default checks with ``wrote_since`` and resets with ``reset_branch``;
+        a backend that can tell what changed and put back only that overrides it.
+        """
+        if not self.wrote_since(branch, marker, committed_only=committed_only, sequences=sequences):
+            return CLEAN
+        self.reset_branch(branch, source)
+        return SWAPPED
 
     def to_state(self) -> dict[str, Any]:
         """What another process of the run needs to rebuild this backend."""

@@ -29,9 +29,10 @@ from ..errors import ServerError
 from ..processes import pid_namespace
 from ..redact import mask_text, mask_url
 from ..urls import replace_database
-from .base import Backend
+from . import inplace
+from .base import CLEAN, RESTORED, SWAPPED, Backend
 from .readonly import definer_role, read_only_role
-from .spare import SpareClone
+from .spare import SpareClone, WarmConnection
 
 T = TypeVar("T")
 MARKER_KEY = "pytest_neon_alembic"
@@ -76,9 +77,11 @@ class LocalBackend(Backend):
         self._connection: psycopg.Connection | None = None
         self._server_version: int | None = None
         self.can_create_roles = True  # checked by check_privileges()
-        self._spares: dict[str, SpareClone] = {}  # next reset's copy, by branch
-        self._branch_connections = isolation.KeptConnections()
-        self._next_markers: dict[str, int] = {}  # the last clean check's id, by branch
+        self._spares: dict[str, SpareClone] = {}  # next swap's copy, by branch
+        self._restorers = isolation.KeptConnections()  # one per isolated branch, for reset()
+        self._warming: dict[str, WarmConnection] = {}  # the next restorer, after a swap
+        self._tracked: set[str] = set()  # branches whose writes are logged
+        self._superuser: bool | None = None
 
     def __repr__(self) -> str:
         return f"LocalBackend({mask_url(self.admin_url)!r}, run_id={self.run_id!r})"
@@ -117,9 +120,6 @@ class LocalBackend(Backend):
     def _execute(
         self, statement: Any, params: Any = None, connection: psycopg.Connection | None = None
     ) -> list[tuple[Any, ...]]:
-        if isinstance(statement, sql.Composable):
-            # DDL of ours takes transaction ids: a kept marker would count them.
-            self._next_markers.clear()
         own = connection is None
         connection = connection or self._admin()
         try:
@@ -241,21 +241,34 @@ class LocalBackend(Backend):
         return url.replace(f":{urlsplit(url).port}/", f":{standby.port}/", 1)
 
     def seal(self, branch: NeonBranch) -> list[list[Any]]:
-        """After migrations: sequences sealed for write detection, and no session left
-        on a database that is cloned from."""
-        with psycopg.connect(replace_database(self.admin_url, branch.branch_id)) as connection:
-            connection.autocommit = True
-            isolation.seal_sequences(connection)
-            sequences = isolation.sequence_state(connection)
+        """After migrations: the change tracking of ``inplace`` installed (every copy
+        inherits it), and no session left on a database that is cloned from."""
+        sequences = self._instrument(branch.branch_id)
         self._terminate_connections(branch.branch_id)
         return sequences
 
-    def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
-        """Rename the spare made during the test into place; then start the next spare.
+    def _instrument(self, database: str) -> list[list[Any]]:
+        url = replace_database(self.admin_url, database)
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as connection:
+                inplace.instrument(connection)
+                return isolation.sequence_state(connection)
+        except psycopg.Error as error:
+            raise ServerError(
+                f"Could not prepare the migrated database {database!r} for resets in place: "
+                f"{mask_text(str(error)).strip()}"
+            ) from None
 
-        The used database is renamed away and dropped in the background, by
-        the thread that makes the next spare.
+    def reset_branch(self, branch: NeonBranch, source: NeonBranch) -> None:
+        """Replace the database: rename a spare copy into place (or clone one now);
+        then start the next spare.
+
+        The fallback of ``after_test`` for what cannot be put back in place
+        (DDL, large objects). The used database is renamed away and dropped in
+        the background, by the thread that makes the next spare, at low CPU
+        priority.
         """
+        self._release_connections(branch.branch_id)
         spare = self._spares.pop(branch.branch_id, None)
         used = f"{branch.branch_id}_used"
         if spare is not None and spare.template == source.branch_id and spare.ready():
@@ -269,12 +282,20 @@ class LocalBackend(Backend):
             self._drop_database(branch.branch_id)
             self._terminate_connections(source.branch_id)
             self._clone(source.branch_id, branch.branch_id)
+            if branch.branch_id in self._tracked and self._superuser_role():
+                inplace.enable_tracking(self._admin(), branch.branch_id)
+        if branch.branch_id in self._tracked:
+            self._warming[branch.branch_id] = WarmConnection(
+                replace_database(self.admin_url, branch.branch_id), self._restore_options()
+            )
         self._spares[branch.branch_id] = SpareClone(
             self.admin_url,
             source.branch_id,
             f"{branch.branch_id}_spare",
             self._clone,
             drop_first=used,
+            track=branch.branch_id in self._tracked and self._superuser_role(),
+            restore_options=self._restore_options(),
         )
 
     def _rename(self, database: str, new_name: str) -> None:
@@ -285,6 +306,7 @@ class LocalBackend(Backend):
         )
 
     def delete_branch(self, branch: NeonBranch) -> None:
+        self._release_connections(branch.branch_id)
         self._discard_spare(branch.branch_id)
         if branch.read_only and self.embedded_server is not None:
             from ..server.standby import stop_hot_standby
@@ -314,8 +336,10 @@ class LocalBackend(Backend):
         """Keep a copy of the migrated ``branch`` for later runs; drop this project's older ones.
 
         Runs sharing a server (parallel CI jobs on one service) take turns: a
-        run that finds the entry already stored by another keeps that one.
+        run that finds the entry already stored by another keeps that one. The
+        branch is instrumented first, so that ``seal`` finds the cached copies ready.
         """
+        self._instrument(branch.branch_id)
         with self._cache_lock(cache_name):
             if self._execute("SELECT 1 FROM pg_database WHERE datname = %s", (cache_name,)):
                 return
@@ -344,46 +368,83 @@ class LocalBackend(Backend):
     def keep_branch(self, branch: NeonBranch) -> None:
         self._comment(branch.branch_id, {"kept": True})
 
-    # -- write detection ----------------------------------------------------------------
+    # -- write detection and restore in place -------------------------------------------
 
-    def forget_marker(self, branch: NeonBranch) -> None:
-        self._next_markers.pop(branch.branch_id, None)
+    def write_marker(self, branch: NeonBranch) -> None:
+        """Nothing to take: the database logs what changes. Logging starts before the
+        branch's first test (per database setting, for the sessions opened after it)."""
+        if branch.branch_id not in self._tracked:
+            if self._superuser_role():  # otherwise always on (see inplace)
+                self._detect(lambda admin: inplace.enable_tracking(admin, branch.branch_id))
+            self._tracked.add(branch.branch_id)
 
-    def write_marker(self, branch: NeonBranch) -> int:
-        # Server-wide: other databases' writes can only cost an unneeded reset.
-        reusable = self._next_markers.pop(branch.branch_id, None)
-        return reusable if reusable is not None else self._detect(isolation.write_marker)
-
-    def wrote_since(
+    def after_test(
         self,
         branch: NeonBranch,
+        source: NeonBranch,
         marker: Any,
         *,
         committed_only: bool = False,
         sequences: list[list[Any]] | None = None,
-    ) -> bool:
-        if marker is None:
-            return True
-        spare = self._spares.get(branch.branch_id)
-        known = spare.own_transaction_ids() if spare is not None else frozenset()
-
-        def undo_rolled_back() -> bool:
-            return sequences is not None and self._branch_connections.run(
+    ) -> str:
+        """Put back what the test changed, in place; replace the database when that
+        cannot be done. Rolled-back writes left nothing to put back but sequences,
+        so ``committed_only`` needs nothing more here."""
+        if branch.branch_id not in self._tracked:
+            self.reset_branch(branch, source)
+            return SWAPPED
+        outcome = self._restore_in_place(branch)
+        if outcome == inplace.SWAP:
+            self.reset_branch(branch, source)
+            return SWAPPED
+        if not outcome.startswith(inplace.RESTORED):
+            return CLEAN
+        for table in outcome.split(":", 1)[1].splitlines() if ":" in outcome else ():
+            self._restorers.run(
                 branch.branch_id,
                 replace_database(self.admin_url, branch.branch_id),
-                lambda connection: isolation.restore_sequences(connection, sequences),
+                lambda connection, table=table: connection.execute(f"VACUUM {table}"),
+                options=self._restore_options(),
             )
+        return RESTORED
 
-        return self._detect(
-            lambda admin: isolation.wrote_since(
-                admin,
-                marker,
-                committed_only=committed_only,
-                known=known,
-                undo_rolled_back=undo_rolled_back,
-                reuse=lambda now: self._next_markers.__setitem__(branch.branch_id, now),
+    def _restore_in_place(self, branch: NeonBranch) -> str:
+        url = replace_database(self.admin_url, branch.branch_id)
+        options = self._restore_options()
+        warming = self._warming.pop(branch.branch_id, None)
+        prepared = warming.take() if warming is not None else None
+        if prepared is not None:
+            self._restorers.adopt(branch.branch_id, prepared)
+        for _ in range(3):
+            try:
+                outcome = self._restorers.run(branch.branch_id, url, inplace.reset, options=options)
+            except psycopg.OperationalError as error:
+                if error.sqlstate is None:  # the server went away
+                    raise ServerError(
+                        f"Lost the connection to PostgreSQL at {mask_url(url)}: "
+                        f"{mask_text(str(error)).strip()}\n{_remedy(self.server_label)}"
+                    ) from None
+                return inplace.SWAP  # a lock not granted in time, …: replace the database
+            except psycopg.Error:
+                self._restorers.forget(branch.branch_id)
+                return inplace.SWAP
+            if not outcome.startswith(inplace.BUSY):
+                return outcome
+            # Sessions still in a transaction: end them, then look again (their writes
+            # are then either committed, and logged, or rolled back).
+            pids = [int(pid) for pid in outcome.split(":", 1)[1].split(",")]
+            self._terminate_pids(branch.branch_id, pids)
+        return inplace.SWAP
+
+    def _superuser_role(self) -> bool:
+        if self._superuser is None:
+            self._superuser = bool(
+                self._execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")[0][0]
             )
-        )
+        return self._superuser
+
+    def _restore_options(self) -> str:
+        return inplace.RESTORE_OPTIONS if self._superuser_role() else inplace.LIMITED_OPTIONS
 
     # -- housekeeping ---------------------------------------------------------------------
 
@@ -430,11 +491,21 @@ class LocalBackend(Backend):
                 dropped.append(name)
         return dropped
 
+    def _release_connections(self, branch_id: str) -> None:
+        """Close this process's own connections to the branch (restorer, warm one)."""
+        warming = self._warming.pop(branch_id, None)
+        prepared = warming.take() if warming is not None else None
+        if prepared is not None:
+            prepared.close()
+        self._restorers.forget(branch_id)
+
     def close(self) -> None:
+        for branch_id in list(self._warming):
+            self._release_connections(branch_id)
         for branch_id in list(self._spares):
             with contextlib.suppress(ServerError):
                 self._discard_spare(branch_id)
-        self._branch_connections.close()
+        self._restorers.close()
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -457,9 +528,9 @@ class LocalBackend(Backend):
 
     def _clone(
         self, template: str, name: str, connection: psycopg.Connection | None = None
-    ) -> set[int]:
+    ) -> None:
         """Clone ``template`` as ``name``, closed to PUBLIC (only the administrator and the
-        roles granted CONNECT may reach it); the transaction ids taken."""
+        roles granted CONNECT may reach it)."""
         strategy = sql.SQL(" STRATEGY FILE_COPY") if self.server_version >= 150000 else sql.SQL("")
         self._execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}{}").format(
@@ -467,13 +538,9 @@ class LocalBackend(Backend):
             ),
             connection=connection,
         )
-        created = self._execute(
-            "SELECT xmin::text FROM pg_database WHERE datname = %s", (name,), connection
-        )
         owner = {"run": self.run_id, "pid": self.owner_pid, "host": socket.gethostname()}
         owner["pidns"] = pid_namespace()
         self._comment(name, owner, connection, close_to_public=True)
-        return {int(row[0]) for row in created}
 
     def _comment(
         self,
@@ -504,17 +571,17 @@ class LocalBackend(Backend):
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (database,),
         )
-        if not pids:
-            return
-        self._execute(
-            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
-            ([p for (p,) in pids],),
-        )
+        if pids:
+            self._terminate_pids(database, [p for (p,) in pids])
+
+    def _terminate_pids(self, database: str, pids: list[int]) -> None:
+        """Terminate these sessions of ``database`` and wait until they are gone."""
+        self._execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             if not self._execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (database,),
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND pid = ANY(%s)",
+                (database, pids),
             ):
                 return
             time.sleep(0.001)

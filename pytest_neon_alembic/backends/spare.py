@@ -1,25 +1,35 @@
-"""Spare copies: the next reset's database, cloned in the background while a test runs.
+"""Spare copies: the next swap's database, cloned in the background.
 
-A reset then only renames the used database away and the spare in its place
-(two renames, well under a millisecond each) instead of cloning on the test's
-critical path; dropping the used database (DROP forces a checkpoint) happens
-here too, in the background. Every transaction id this work takes is reported,
-so write detection does not mistake the plugin's work for the test's.
+Most resets happen in place (``inplace``); a swap is the fallback for what
+cannot be put back there (DDL, large objects). The swap then only renames the
+used database away and the spare in its place (two renames, well under a
+millisecond each) instead of cloning on the test's critical path.
+
+The background work must not slow down the test that runs meanwhile: the
+server process that clones (and drops the used database: DROP forces a
+checkpoint) is given the lowest CPU priority when the server runs on this
+machine and we run as root (who may raise it back: when a swap has to wait
+for the spare, its priority is restored, or a busy machine would starve the
+very work the test is waiting for). When the clone is done, one connection to
+it builds the database's relation cache file, so the first connection after
+the swap does not pay for it.
+
+``WarmConnection`` opens, in the background too, the connection that checks
+the swapped-in database after the next test, and plans its checks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
 
-_OWN_IDS = """
-SELECT d.xmin::text, s.xmin::text FROM pg_database d
-LEFT JOIN pg_shdescription s ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass
-WHERE d.datname = %s
-"""
+from ..urls import replace_database
+from . import inplace
 
 
 class SpareClone:
@@ -32,53 +42,100 @@ class SpareClone:
         name: str,
         clone: Callable[[str, str, psycopg.Connection], set[int]],
         drop_first: str | None = None,
+        *,
+        track: bool = False,
+        restore_options: str | None = None,
     ) -> None:
         self.template = template
         self.name = name
         self._drop_first = drop_first
         self._admin_url = admin_url
         self._clone = clone
+        self._track = track
+        self._restore_options = restore_options
         self._error: BaseException | None = None
-        self._ids: frozenset[int] = frozenset()
+        self._backends: list[int] = []  # server processes working for this spare, reniced
         self._thread = threading.Thread(target=self._run, name=f"spare {name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             with psycopg.connect(self._admin_url, autocommit=True) as connection:
-                ids: set[int] = set()
+                self._lower_priority(connection)
                 if self._drop_first:
-                    ids |= self._drop(connection, self._drop_first)
-                ids |= self._clone(self.template, self.name, connection)
-                row = connection.execute(_OWN_IDS, (self.name,)).fetchone()
-                ids |= {int(value) for value in row if value is not None}
-                self._ids = frozenset(ids)
+                    connection.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(self._drop_first)
+                        )
+                    )
+                self._clone(self.template, self.name, connection)
+                if self._track:
+                    inplace.enable_tracking(connection, self.name)
+            if self._track:
+                self._warm()
         except BaseException as error:  # reported through ready(); the reset falls back
             self._error = error
 
-    @staticmethod
-    def _drop(connection: psycopg.Connection, database: str) -> set[int]:
-        """Drop ``database``; the ids taken for it, as far as they can be told.
-
-        A dropped database's own id cannot be read back, so it is bracketed by
-        two ids of our own: if exactly one id lies between them, it was the
-        DROP's. Otherwise another session took ids meanwhile and the DROP's
-        stays unexplained, which can only cost an extra reset, never a missed one.
-        """
-        before = connection.execute("SELECT txid_current()").fetchone()[0]
-        connection.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-        )
-        after = connection.execute("SELECT txid_current()").fetchone()[0]
-        ids = {before, after} | ({before + 1} if after == before + 2 else set())
-        return {tx & 0xFFFFFFFF for tx in ids}
+    def _warm(self) -> None:
+        """One session on the new copy: builds its relation cache init file (the first
+        connection to a fresh database otherwise pays for it) and checks it is clean."""
+        url = replace_database(self._admin_url, self.name)
+        with psycopg.connect(url, autocommit=True, options=self._restore_options) as connection:
+            self._lower_priority(connection)
+            outcome = inplace.reset(connection)
+        if outcome != inplace.CLEAN:
+            raise RuntimeError(f"spare copy {self.name} is not pristine: {outcome}")
 
     def ready(self) -> bool:
         """Wait for the clone; False if it failed (the caller clones the slow way)."""
+        if self._thread.is_alive():
+            for pid in self._backends:  # the test now waits for it: full speed
+                _set_priority(pid, 0)
         self._thread.join()
         return self._error is None
 
-    def own_transaction_ids(self) -> frozenset[int]:
-        """The 32-bit transaction ids the clone took (after waiting for it)."""
+    def _lower_priority(self, connection: psycopg.Connection) -> None:
+        """Lowest CPU priority for this connection's server process, when it runs on this
+        machine and we could raise it back (root)."""
+        host = str(connection.info.host)
+        if os.geteuid() == 0 and (host in ("127.0.0.1", "localhost", "::1") or host[:1] == "/"):
+            pid = connection.info.backend_pid
+            if _set_priority(pid, 19):
+                self._backends.append(pid)
+
+
+def _set_priority(pid: int, niceness: int) -> bool:
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    except OSError:  # gone already, or not ours to renice
+        return False
+    return True
+
+
+class WarmConnection:
+    """The connection that will check a freshly swapped-in database, opened and
+    prepared (``inplace.prepare``) in the background while the next test runs."""
+
+    def __init__(self, url: str, options: str | None) -> None:
+        self._url = url
+        self._options = options
+        self._connection: psycopg.Connection | None = None
+        self._thread = threading.Thread(target=self._run, name="warm connection", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            connection = psycopg.connect(
+                self._url, autocommit=True, connect_timeout=10, options=self._options
+            )
+            try:
+                inplace.prepare(connection)
+            except psycopg.Error:
+                connection.close()
+                return
+            self._connection = connection
+
+    def take(self) -> psycopg.Connection | None:
+        """The prepared connection (None: it failed; the caller connects itself)."""
         self._thread.join()
-        return self._ids
+        return self._connection

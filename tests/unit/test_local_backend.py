@@ -228,23 +228,25 @@ def test_delete_branch_drops_the_database_even_with_connections(
 # -- seal and reset --------------------------------------------------------------------------------
 
 
-def test_seal_zeroes_the_sequence_log_count(
+def test_seal_installs_change_tracking_once(
     local_backend: LocalBackend, unique_name: Names
 ) -> None:
     branch = local_backend.create_branch(unique_name("seal"), None)
     execute_script(branch.connection_string, *SCHEMA)
-    before = query(
-        branch.connection_string, "SELECT last_value, log_cnt, is_called FROM items_id_seq"
-    )
-    assert before[0][0] == 3 and before[0][2] is True
-    assert before[0][1] > 0  # without seal, the next nextval calls would not be WAL-logged
 
-    local_backend.seal(branch)
+    assert local_backend.seal(branch) == [["public.items_id_seq", 3, True]]
 
-    after = query(
-        branch.connection_string, "SELECT last_value, log_cnt, is_called FROM items_id_seq"
-    )
-    assert after == [(3, 0, True)]
+    triggers = "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pytest_neon_alembic%'"
+    pristine = "SELECT count(*) FROM pytest_neon_alembic.p_1"
+    assert query(branch.connection_string, triggers) == [(4,)]
+    assert query(branch.connection_string, pristine) == [(3,)]
+    signature = "SELECT obj_description('pytest_neon_alembic'::regnamespace)"
+    before = query(branch.connection_string, signature)
+    local_backend.seal(branch)  # unchanged schema: kept as it is
+    assert query(branch.connection_string, signature) == before
+    execute_script(branch.connection_string, "CREATE TABLE later (id int PRIMARY KEY)")
+    local_backend.seal(branch)  # a new table: instrumented again, with it
+    assert query(branch.connection_string, triggers) == [(8,)]
 
 
 def test_seal_terminates_connections_to_the_branch(
@@ -309,115 +311,6 @@ def test_reset_branch_leaves_the_source_untouched(
     local_backend.reset_branch(isolated, migrated)  # twice in a row is fine
     assert query(migrated.connection_string, "SELECT count(*) FROM items") == [(3,)]
     assert query(isolated.connection_string, "SELECT count(*) FROM items") == [(3,)]
-
-
-# -- write detection -------------------------------------------------------------------------------
-
-
-def test_pure_select_is_not_a_write(local_backend: LocalBackend, isolated: NeonBranch) -> None:
-    marker = local_backend.write_marker(isolated)
-    with psycopg.connect(isolated.connection_string) as connection:  # in a transaction
-        assert connection.execute("SELECT count(*) FROM items").fetchone() == (3,)
-        connection.execute("SELECT last_value FROM items_id_seq").fetchone()
-    assert local_backend.wrote_since(isolated, marker) is False
-
-
-def test_committed_insert_is_a_write(local_backend: LocalBackend, isolated: NeonBranch) -> None:
-    marker = local_backend.write_marker(isolated)
-    execute_script(isolated.connection_string, "INSERT INTO items (label) VALUES ('four')")
-    assert local_backend.wrote_since(isolated, marker) is True
-
-
-def test_ddl_is_a_write(local_backend: LocalBackend, isolated: NeonBranch) -> None:
-    marker = local_backend.write_marker(isolated)
-    query(isolated.connection_string, "CREATE TABLE scratch (id int)")
-    assert local_backend.wrote_since(isolated, marker) is True
-
-
-def test_nextval_alone_on_a_clone_of_a_sealed_branch_is_a_write(
-    local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
-) -> None:
-    # The sequence was used during "migration" (log_cnt > 0 before seal); a fresh clone.
-    clone = local_backend.create_branch(unique_name("clone"), migrated)
-    marker = local_backend.write_marker(clone)
-    assert query(clone.connection_string, "SELECT nextval('items_id_seq')") == [(4,)]
-    assert local_backend.wrote_since(clone, marker) is True
-
-
-def test_nextval_on_a_clone_is_seen_even_when_only_committed_writes_count(
-    local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
-) -> None:
-    clone = local_backend.create_branch(unique_name("clone"), migrated)
-    marker = local_backend.write_marker(clone)
-    query(clone.connection_string, "SELECT nextval('items_id_seq')")
-    assert local_backend.wrote_since(clone, marker, committed_only=True) is True
-
-
-def test_open_uncommitted_write_is_a_write(
-    local_backend: LocalBackend, isolated: NeonBranch
-) -> None:
-    with psycopg.connect(isolated.connection_string) as connection:
-        marker = local_backend.write_marker(isolated)
-        connection.execute("INSERT INTO items (label) VALUES ('pending')")
-        # The transaction is still open on a live connection.
-        assert connection.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
-        assert local_backend.wrote_since(isolated, marker) is True
-        assert local_backend.wrote_since(isolated, marker, committed_only=True) is True
-        connection.rollback()
-
-
-def test_committed_only_ignores_a_rolled_back_insert(
-    local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
-) -> None:
-    pristine = local_backend.seal(migrated)
-    isolated = local_backend.create_branch(unique_name("isolated"), migrated)
-    marker = local_backend.write_marker(isolated)
-    with psycopg.connect(isolated.connection_string) as connection:
-        connection.execute("INSERT INTO items (id, label) VALUES (100, 'rolled back')")
-        connection.rollback()
-    assert (
-        local_backend.wrote_since(isolated, marker, committed_only=True, sequences=pristine)
-        is False
-    )
-    assert local_backend.wrote_since(isolated, marker) is True  # any transaction id counts
-
-
-def test_committed_only_puts_back_a_sequence_moved_by_a_rolled_back_insert(
-    local_backend: LocalBackend, migrated: NeonBranch, unique_name: Names
-) -> None:
-    pristine = local_backend.seal(migrated)
-    isolated = local_backend.create_branch(unique_name("isolated"), migrated)
-    marker = local_backend.write_marker(isolated)
-    with psycopg.connect(isolated.connection_string) as connection:
-        connection.execute("INSERT INTO items (label) VALUES ('rolled back')")  # nextval
-        connection.rollback()
-    assert query(isolated.connection_string, "SELECT last_value FROM items_id_seq") == [(4,)]
-    # Nothing committed: the sequence is set back instead of a reset.
-    assert (
-        local_backend.wrote_since(isolated, marker, committed_only=True, sequences=pristine)
-        is False
-    )
-    assert query(isolated.connection_string, "SELECT last_value FROM items_id_seq") == [(3,)]
-    # Still sealed: the next nextval takes a transaction id.
-    marker = local_backend.write_marker(isolated)
-    query(isolated.connection_string, "SELECT nextval('items_id_seq')")
-    assert local_backend.wrote_since(isolated, marker) is True
-
-
-def test_committed_only_sees_a_committed_insert(
-    local_backend: LocalBackend, isolated: NeonBranch
-) -> None:
-    marker = local_backend.write_marker(isolated)
-    with psycopg.connect(isolated.connection_string) as connection:
-        connection.execute("INSERT INTO items (label) VALUES ('rolled back')")
-        connection.rollback()
-        connection.execute("INSERT INTO items (label) VALUES ('kept')")
-        connection.commit()
-    assert local_backend.wrote_since(isolated, marker, committed_only=True) is True
-
-
-def test_no_marker_means_written(local_backend: LocalBackend, isolated: NeonBranch) -> None:
-    assert local_backend.wrote_since(isolated, None) is True
 
 
 # -- cleaning up after killed runs -----------------------------------------------------------------
