@@ -174,7 +174,7 @@ def _neon_isolated_branch(
     _neon_session.resets.on_reset(branch, lambda: FOLLOW.branch_was_reset(branch.connection_string))
     yield branch
     with contextlib.suppress(NeonAlembicError):
-        _neon_session.release(branch)
+        _neon_session.release(branch, run_ends=True)
 
 
 @pytest.fixture

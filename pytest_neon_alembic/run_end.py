@@ -41,6 +41,10 @@ def finish_run(
             for recorded in pending:
                 with contextlib.suppress(NeonAlembicError):
                     backend.keep_branch(recorded.branch)
+        elif backend_state.get("server") and report.cache != "stored":
+            # Nothing of the embedded server is kept: its databases go with its files
+            # when it stops (at once, below), not one DROP DATABASE at a time.
+            report.deleted += len(pending)
         else:
             for number, recorded in enumerate(reversed(pending)):
                 try:
@@ -78,10 +82,11 @@ def _stop_server(state: dict, report: Report) -> None:
     from .server.embedded import EmbeddedServer
 
     server = EmbeddedServer.from_state(state)
-    leftovers = _other_databases(server.admin_url) if report.cache == "stored" else []
-    server.stop()
     if report.cache != "stored":
+        server.stop(discard=True)
         return
+    leftovers = _other_databases(server.admin_url)
+    server.stop()
     why = f"databases left in it: {', '.join(leftovers)}" if leftovers else server.save_snapshot()
     if why:
         report.notes.append(f"cache: the migrated state was not kept ({why})")

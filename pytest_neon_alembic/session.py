@@ -105,10 +105,20 @@ class BranchSession:
         self.backend.delete_branch(branch)
         self.run.record_deleted(branch)
 
-    def release(self, branch: NeonBranch) -> None:
-        """A worker is done with ``branch``: delete it, unless branches are kept."""
-        if not self.settings.keep_branches:
-            self.delete(branch)
+    def release(self, branch: NeonBranch, *, run_ends: bool = False) -> None:
+        """A worker is done with ``branch``: delete it, unless branches are kept; or, for
+        a branch that lives until the run ends (``run_ends``), unless the embedded server
+        goes at the end with every database in it (``run_end.finish_run`` counts it)."""
+        if self.settings.keep_branches or (run_ends and self._server_discarded_at_end()):
+            return
+        self.delete(branch)
+
+    def _server_discarded_at_end(self) -> bool:
+        """The run's embedded server is not kept as the next run's cache (it stored none)."""
+        state = self.run.done_quietly("backend")
+        if not (state and state.get("server")):
+            return False
+        return not any(e["event"] == "cache" and not e["hit"] for e in self.run.events())
 
     def migration_branch(self) -> NeonBranch:
         """The migration branch, created once per run (not yet migrated)."""

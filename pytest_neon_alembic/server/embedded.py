@@ -321,13 +321,15 @@ class EmbeddedServer:
         pid = postmaster.recorded_pid(self.data_dir) or self.pid
         return postmaster.is_postmaster_of(pid, self.data_dir)
 
-    def stop(self) -> None:
+    def stop(self, *, discard: bool = False) -> None:
         """Stop the server: fast shutdown, then immediate shutdown, then SIGKILL.
 
         Sends the signals ``pg_ctl stop -m fast`` / ``-m immediate`` send, but
         polls every 5 ms instead of pg_ctl's 100 ms.  Idempotent, and quiet on
         a server that already stopped or died.  Never deletes files: the
-        caller deletes ``run_dir`` afterwards.
+        caller deletes ``run_dir`` afterwards.  *discard*: the caller deletes
+        the cluster next, so immediate shutdown at once (no checkpoint; the
+        cluster is never started again).
 
         Raises:
             ServerError: the postmaster is still running after all attempts.
@@ -340,15 +342,11 @@ class EmbeddedServer:
             postmaster.release_shared_memory(self.data_dir)  # if it crashed or was killed
             self._stopped = True
             return
-        notes = postmaster.stop(
-            pid,
-            self.data_dir,
-            (
-                (signal.SIGINT, "fast", _STOP_TIMEOUT),
-                (signal.SIGQUIT, "immediate", _IMMEDIATE_TIMEOUT),
-            ),
-        )
-        self.stopped_cleanly = not notes
+        steps = [(signal.SIGQUIT, "immediate", _IMMEDIATE_TIMEOUT)]
+        if not discard:
+            steps.insert(0, (signal.SIGINT, "fast", _STOP_TIMEOUT))
+        notes = postmaster.stop(pid, self.data_dir, steps)
+        self.stopped_cleanly = not notes and not discard
         if postmaster.is_postmaster_of(pid, self.data_dir):
             details = "\n".join(notes)
             raise ServerError(

@@ -310,7 +310,9 @@ def test_fixture_contract_on_neon(
     assert summary.resets is not None and summary.clean is not None
     assert summary.resets >= CONTRACT_WRITES, summary.line("resets:")
     assert summary.resets + summary.clean == CONTRACT_ISOLATED, summary.line("resets:")
-    assert counts["restores"] == summary.resets
+    # A restore answered 423 is sent again (Neon's "temporarily locked, safe to retry"):
+    # with xdist, another worker may be starting the read-only endpoint on the parent.
+    assert counts["restores"] - call_counts(emulator.locked)["restores"] == summary.resets
     if workers == 1:
         assert counts["others"] == 2  # the branch list at start, one connection_uri
     _no_key(output)

@@ -261,7 +261,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path
         relative = path[len(API_PREFIX) :] if path.startswith(API_PREFIX + "/") else None
-        emulator.calls.append((method, relative if relative is not None else path))
+        self._call = (method, relative if relative is not None else path)
+        emulator.calls.append(self._call)
         request_id = self.headers.get("X-Request-ID") or str(uuid.uuid4())
 
         fault = emulator.faults.take(method, relative if relative is not None else path)
@@ -344,6 +345,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
     ) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
+        if status == 423:
+            self.server.emulator.locked.append(self._call)
         try:
             self.send_response(status)
             if status != 204:
@@ -410,6 +413,7 @@ class NeonEmulator:
         self._admin_url = admin_url
         self._port = port
         self.calls: list[tuple[str, str]] = []
+        self.locked: list[tuple[str, str]] = []  # the calls answered 423 (retried by clients)
         self.faults = FaultInjector()
         self.faults._on_die.append(self._shut_http)
         self.faults._on_revive.append(self._open_http)
