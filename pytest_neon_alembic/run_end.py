@@ -41,9 +41,9 @@ def finish_run(
             for recorded in pending:
                 with contextlib.suppress(NeonAlembicError):
                     backend.keep_branch(recorded.branch)
-        elif backend_state.get("server") and report.cache != "stored":
-            # Nothing of the embedded server is kept: its databases go with its files
-            # when it stops (at once, below), not one DROP DATABASE at a time.
+        elif server_goes_at_end(run, backend_state):
+            # Its databases go with its files when it stops (at once, below), not one
+            # DROP DATABASE at a time.
             report.deleted += len(pending)
         else:
             for number, recorded in enumerate(reversed(pending)):
@@ -74,6 +74,15 @@ def finish_run(
     if not settings.keep_branches:
         _remove_run(run)
     return report
+
+
+def server_goes_at_end(run: RunDirectory, backend_state: dict | None = None) -> bool:
+    """Whether the run's embedded server goes at its end with every database in it: it
+    is not kept as the next run's cache (the run stored no migrated state)."""
+    state = backend_state or run.done_quietly("backend")
+    if not (state and state.get("server")):
+        return False
+    return not any(event["event"] == "cache" and not event["hit"] for event in run.events())
 
 
 def _stop_server(state: dict, report: Report) -> None:

@@ -27,7 +27,7 @@ from .migrations import AlembicProject, MigrationStart, server_fingerprint
 from .redirect import FOLLOW, OuterTransaction
 from .report import Report
 from .resets import IsolatedResets
-from .run_end import finish_run
+from .run_end import finish_run, server_goes_at_end
 
 # Branches that live for a module or a test may expire on their own (crash safety
 # on Neon). Session-long ones may not: Neon refuses children under an expiring
@@ -109,16 +109,9 @@ class BranchSession:
         """A worker is done with ``branch``: delete it, unless branches are kept; or, for
         a branch that lives until the run ends (``run_ends``), unless the embedded server
         goes at the end with every database in it (``run_end.finish_run`` counts it)."""
-        if self.settings.keep_branches or (run_ends and self._server_discarded_at_end()):
+        if self.settings.keep_branches or (run_ends and server_goes_at_end(self.run)):
             return
         self.delete(branch)
-
-    def _server_discarded_at_end(self) -> bool:
-        """The run's embedded server is not kept as the next run's cache (it stored none)."""
-        state = self.run.done_quietly("backend")
-        if not (state and state.get("server")):
-            return False
-        return not any(e["event"] == "cache" and not e["hit"] for e in self.run.events())
 
     def migration_branch(self) -> NeonBranch:
         """The migration branch, created once per run (not yet migrated)."""

@@ -265,7 +265,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         emulator.calls.append(self._call)
         request_id = self.headers.get("X-Request-ID") or str(uuid.uuid4())
 
-        fault = emulator.faults.take(method, relative if relative is not None else path)
+        fault = emulator.faults.take(*self._call)
         if fault is not None and fault.kind == "hang" and fault.stall == "request":
             time.sleep(fault.seconds)
             if emulator.faults.dead or emulator.stopped:
