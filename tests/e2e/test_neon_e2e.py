@@ -74,15 +74,24 @@ from pytest_neon_alembic.backends.neon import http as neon_http
 class ShortTimeouts(neon_http.RetryPolicy):
     read_timeout: float = {read_timeout}
     unreachable_budget: float = {unreachable_budget}
+    first_backoff: float = {first_backoff}
 
 
 neon_http.RetryPolicy = ShortTimeouts
 """
 READ_TIMEOUT = 2.0
 UNREACHABLE_BUDGET = 3.0
-HUNG_TIMEOUTS = SHORT_TIMEOUTS.format(read_timeout=READ_TIMEOUT, unreachable_budget=1.0)
+HUNG_TIMEOUTS = SHORT_TIMEOUTS.format(
+    read_timeout=READ_TIMEOUT, unreachable_budget=1.0, first_backoff=1.0
+)
+# The pause before a look-up is the first backoff: 2 s leaves a second of margin on either
+# side for calls that land late, before or after the look-up, on a loaded machine.
+LATE_LOOKUP = 2.0
+LATE_LOOKUP_TIMEOUTS = SHORT_TIMEOUTS.format(
+    read_timeout=READ_TIMEOUT, unreachable_budget=1.0, first_backoff=LATE_LOOKUP
+)
 DEAD_TIMEOUTS = SHORT_TIMEOUTS.format(
-    read_timeout=READ_TIMEOUT, unreachable_budget=UNREACHABLE_BUDGET
+    read_timeout=READ_TIMEOUT, unreachable_budget=UNREACHABLE_BUDGET, first_backoff=1.0
 )
 
 # Three tests: two write on the isolated branch, one reads the read-only and writes the dirty one.
@@ -372,15 +381,15 @@ def test_hung_calls_time_out_and_are_retried_or_recovered(
     made again (the late one then meets the name taken); the restores, one applied late and
     one whose answer was lost, are found applied and not sent twice. The run passes."""
     neon_project.write_alembic("connect")
-    neon_project.pytester.makeconftest(HUNG_TIMEOUTS)
+    neon_project.pytester.makeconftest(LATE_LOOKUP_TIMEOUTS)
     neon_project.pytester.makepyfile(test_app=APP_TESTS)
-    hang = READ_TIMEOUT + 1.5
+    # The create reaches Neon a second after the look-up that follows its timeout.
+    hang = READ_TIMEOUT + LATE_LOOKUP + 1.0
     faults = emulator.faults
     faults.hang(1, seconds=hang, method="POST", path=BRANCHES)  # the migration branch
     faults.hang(1, seconds=hang, method="GET", path="*/operations/")  # its first poll
-    # The first reset reaches Neon late, but before the look-up (after a pause of 1 s
-    # ± 25 %: at least 0.65 s of margin on a loaded machine); the second is applied at
-    # once and its answer comes too late.
+    # The first reset reaches Neon late, but well before the look-up (LATE_LOOKUP after
+    # the timeout); the second is applied at once and its answer comes too late.
     faults.hang(1, seconds=READ_TIMEOUT + 0.1, method="POST", path="*/restore")
     faults.hang(1, seconds=hang, method="POST", path="*/restore", stall="answer")
 
