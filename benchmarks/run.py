@@ -12,11 +12,12 @@
    positions) against a pristine copy: a strategy that starts a test from a
    wrong state fails the benchmark.
 2. Runs the suite, each time in a fresh pytest process, under our two
-   strategies, pytest-postgresql (a template clone per test), a savepoint
-   fixture, TRUNCATE + reseed, dirty-table triggers + reseed, and with no
-   isolation (the baseline: a Connection or Session per test on one migrated
-   database). All strategies of one round run in a shuffled order, then the
-   next round: a busy spell of the machine falls on all of them alike.
+   strategies (``branch`` also with ``--neon-keep-server``), pytest-postgresql
+   (a template clone per test), a savepoint fixture, TRUNCATE + reseed,
+   dirty-table triggers + reseed, and with no isolation (the baseline: a
+   Connection or Session per test on one migrated database). All strategies
+   of one round run in a shuffled order, then the next round: a busy spell of
+   the machine falls on all of them alike.
 3. Overhead per test = (median run time - median run time of the baseline) /
    tests: the whole run, as a user waits for it — session start and end, the
    resets, and what the next test pays after one (reconnects, cold caches,
@@ -25,8 +26,8 @@
    and end left out).
 4. With ``-n 2``: ours must reset exactly the tests that wrote (a test that
    wrote nothing is never reset because of the other worker).
-5. Start-up: a warm one-test run with the plugin against a one-test run of
-   pytest without it.
+5. Start-up: a warm one-test run with the plugin (and with a kept server)
+   against a one-test run of pytest without it.
 
 Runs on the embedded build (the ``[embedded]`` wheel) and on a system
 PostgreSQL (``PYTEST_NEON_ALEMBIC_PG_BINDIR``, default /usr/lib/postgresql/15/bin
@@ -63,6 +64,7 @@ import suitelib  # noqa: E402
 SYSTEM_BINDIR = Path("/usr/lib/postgresql/15/bin")
 BINDIR_ENV = "PYTEST_NEON_ALEMBIC_PG_BINDIR"
 TESTS_PER_SIZE = {1: 200, 10: 100, 100: 50}
+KEEP_SERVER = "--neon-keep-server=30"
 QUICK_TESTS = 40
 
 
@@ -75,16 +77,36 @@ class Strategy:
     select: str | None = None  # -m: tests this strategy cannot isolate are left out
     baseline: str = "noiso"  # noiso (Connection per test) or noiso_session
     check: str = "all"  # what counts as a wrong start (suitelib.MODE)
+    name: str = ""  # key in the results, when two strategies share BENCH_STRATEGY
+
+    @property
+    def key(self) -> str:
+        return self.name or self.env
 
 
 STRATEGIES = [
     Strategy("ours, `branch`", "neon_engine; reads on neon_engine_readonly", "branch"),
+    Strategy(
+        "ours, `branch`, kept server",
+        "as `branch`, with --neon-keep-server (the server outlives the run)",
+        "branch",
+        (KEEP_SERVER,),
+        name="kept",
+    ),
     Strategy(
         "ours, `transaction`",
         "neon_session in a rolled-back outer transaction",
         "transaction",
         ("--neon-reset=transaction",),
         baseline="noiso_session",
+    ),
+    Strategy(
+        "ours, `transaction`, kept server",
+        "as `transaction`, with --neon-keep-server",
+        "transaction",
+        ("--neon-reset=transaction", KEEP_SERVER),
+        baseline="noiso_session",
+        name="transaction-kept",
     ),
     Strategy("pytest-postgresql", "postgresql_noproc + a template clone per test", "pgclone"),
     Strategy(
@@ -383,11 +405,13 @@ def run_scenario(
 
     # Warm our cache (server snapshot, migrated template), as on a developer's machine.
     bench.run(project, ini, url, "branch", keyword="nodb or 0002", check="none")
+    warm_kept = (KEEP_SERVER,)  # and the kept server, with the migrated state in it
+    bench.run(project, ini, url, "branch", args=warm_kept, keyword="nodb or 0002", check="none")
     baselines = {s.baseline + "|" + str(s.select) for s in STRATEGIES}
-    results: dict[str, list[Run]] = {s.env: [] for s in STRATEGIES}
+    results: dict[str, list[Run]] = {s.key: [] for s in STRATEGIES}
     base_runs: dict[str, list[Run]] = {key: [] for key in baselines}
     for round_number in range(rounds):
-        order = [("strategy", s.env) for s in STRATEGIES] + [("baseline", b) for b in baselines]
+        order = [("strategy", s.key) for s in STRATEGIES] + [("baseline", b) for b in baselines]
         random.Random(round_number).shuffle(order)
         for what, key in order:
             if what == "baseline":
@@ -403,7 +427,7 @@ def run_scenario(
                     )
                 )
             else:
-                spec = next(s for s in STRATEGIES if s.env == key)
+                spec = next(s for s in STRATEGIES if s.key == key)
                 results[key].append(
                     bench.run(
                         project,
@@ -418,7 +442,7 @@ def run_scenario(
         print(f"  {label} x{scale}: round {round_number + 1}/{rounds} done", flush=True)
 
     for spec in STRATEGIES:
-        runs = results[spec.env]
+        runs = results[spec.key]
         baseline = base_runs[spec.baseline + "|" + str(spec.select)]
         figures = Figures()
         ran = len(runs[0].tests())
@@ -432,7 +456,7 @@ def run_scenario(
                 figures.sequences += "sequences" in differs
             figures.failed += run.failed
         figures.resets = runs[-1].resets
-        scenario.figures[spec.env] = figures
+        scenario.figures[spec.key] = figures
 
     # Two workers: exactly the writing tests are reset, every other test is clean.
     run = bench.run(project, ini, url, "branch", args=("-n", "2"), check="all")
@@ -447,9 +471,14 @@ def run_scenario(
 
 def measure_startup(bench: Bench, project: Path, ini: Path, url: str, rounds: int) -> dict:
     """Warm one-test run with the plugin vs a one-test run of pytest without it; cold too."""
-    warm, plain, cold = [], [], []
+    warm, kept, plain, cold = [], [], [], []
     for _ in range(rounds if rounds == 1 else max(rounds, 3)):
         warm.append(bench.run(project, ini, url, "branch", keyword="0002", check="none").wall)
+        kept.append(
+            bench.run(
+                project, ini, url, "branch", args=(KEEP_SERVER,), keyword="0002", check="none"
+            ).wall
+        )
         plain.append(
             bench.run(project, ini, url, "noiso", keyword="nodb", check="none", plugin=False).wall
         )
@@ -462,7 +491,12 @@ def measure_startup(bench: Bench, project: Path, ini: Path, url: str, rounds: in
         )
     finally:
         shutil.rmtree(cold_state, ignore_errors=True)
-    return {"warm": median(warm), "plain": median(plain), "cold": median(cold)}
+    return {
+        "warm": median(warm),
+        "kept": median(kept),
+        "plain": median(plain),
+        "cold": median(cold),
+    }
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -502,16 +536,16 @@ def report(scenarios: list[Scenario], context: dict) -> list[str]:
         p("|---" * (len(group) + 3) + "|")
         ours = group[0].figures["branch"].whole
         for spec in STRATEGIES:
-            cells = [fmt(s.figures[spec.env].whole) for s in group]
-            first = group[0].figures[spec.env].whole
+            cells = [fmt(s.figures[spec.key].whole) for s in group]
+            first = group[0].figures[spec.key].whole
             ratio = "-"
             if spec.env not in OURS and first is not None and ours and ours > 0:
                 ratio = f"{first / ours:.0f}x"
-            wrong = sum(s.figures[spec.env].wrong for s in group)
-            seqs = sum(s.figures[spec.env].sequences for s in group)
+            wrong = sum(s.figures[spec.key].wrong for s in group)
+            seqs = sum(s.figures[spec.key].sequences for s in group)
             wrong_text = str(wrong) + (f" ({seqs} with sequences moved)" if seqs else "")
             p(f"| {spec.label} | " + " | ".join(cells) + f" | {ratio} | {wrong_text} |")
-            failed = sum(s.figures[spec.env].failed for s in group)
+            failed = sum(s.figures[spec.key].failed for s in group)
             if wrong or failed:
                 problems.append(f"{server} {spec.label}: {wrong} wrong starts, {failed} failures")
         p("")
@@ -524,7 +558,7 @@ def report(scenarios: list[Scenario], context: dict) -> list[str]:
         for spec in STRATEGIES:
             cells = []
             for s in group:
-                steady = s.figures[spec.env].steady
+                steady = s.figures[spec.key].steady
                 cells.append(" / ".join(fmt(steady.get(k)) for k in ("read", "write", "heavy")))
             p(f"| {spec.label} | " + " | ".join(cells) + " |")
         p("")
@@ -550,10 +584,13 @@ def report(scenarios: list[Scenario], context: dict) -> list[str]:
     for s in scenarios:
         if s.startup:
             warm, plain, cold = s.startup["warm"], s.startup["plain"], s.startup["cold"]
+            kept = s.startup["kept"]
             p(
                 f"Start-up ({s.server}): one test on the isolated branch, warm cache "
-                f"{fmt(warm, 2)} s, cold (initdb, 15 migrations) {fmt(cold, 2)} s; pytest "
-                f"without the plugin, one test {fmt(plain, 2)} s: warm +{fmt(warm - plain, 2)} s."
+                f"{fmt(warm, 2)} s, with a kept server {fmt(kept, 2)} s, cold (initdb, 15 "
+                f"migrations) {fmt(cold, 2)} s; pytest without the plugin, one test "
+                f"{fmt(plain, 2)} s: warm +{fmt(warm - plain, 2)} s, kept server "
+                f"+{fmt(kept - plain, 2)} s (target ≤ 0.5)."
             )
     p("\nTargets (DESIGN.md)")
     for s in scenarios:
@@ -561,10 +598,13 @@ def report(scenarios: list[Scenario], context: dict) -> list[str]:
         branch, tx, save = figs["branch"].whole, figs["transaction"].whole, figs["savepoint"].whole
         peer = figs["pgclone"].whole
         ratio = peer / branch if branch and branch > 0 else None
+        kept, tx_kept = figs["kept"].whole, figs["transaction-kept"].whole
+        kept_ratio = peer / kept if kept and kept > 0 and peer else None
         p(
             f"  {s.server} x{s.scale}: default strategy {fmt(branch, 2)} ms/test (target ≤ 3), "
-            f"{fmt(ratio, 0)}x below pytest-postgresql (target ≥ 30); transaction "
-            f"{fmt(tx, 2)} vs savepoint {fmt(save, 2)} ms (target ≤ 1.5x)"
+            f"{fmt(ratio, 0)}x below pytest-postgresql (target ≥ 30); with a kept server "
+            f"{fmt(kept, 2)} ms/test, {fmt(kept_ratio, 0)}x; transaction {fmt(tx, 2)} (kept "
+            f"server {fmt(tx_kept, 2)}) vs savepoint {fmt(save, 2)} ms (target ≤ 1.5x)"
         )
     flat = [s for s in scenarios if s.scale != 1]
     for s in flat:
@@ -659,6 +699,9 @@ def main() -> None:
         problems += report(scenarios, context)
     finally:
         os.environ.pop(BINDIR_ENV, None)
+        from pytest_neon_alembic.kept_server import stop_idle
+
+        stop_idle(state)  # the kept servers of the runs above, with their keepers
         shutil.rmtree(state, ignore_errors=True)
         if options.keep:
             print(f"\nscratch directory kept: {scratch}")

@@ -9,6 +9,7 @@ any process. The Neon API key is never part of that state.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def start_backend(
             "server": None,
             "description": backend.describe(),
         }
+    if settings.keep_server:
+        return _kept_backend(settings, run, local_backend)
     from .server.embedded import EmbeddedServer
 
     snapshot = None
@@ -85,6 +88,28 @@ def start_backend(
         "kind": "local",
         "local": backend.to_state(),
         "server": server.to_state(),
+        "description": backend.describe(),
+    }
+
+
+def _kept_backend(
+    settings: Settings, run: RunDirectory, local_backend: Callable[..., LocalBackend]
+) -> dict[str, Any]:
+    """The kept embedded server, used like a server given with --neon-local-url (the run's
+    own databases, the migrated state cached in it); read-only access is its kept
+    hot standby."""
+    from .kept_server import use_kept_server
+
+    server, directory = use_kept_server(run.root, settings.pg_version, settings.keep_server)
+    kept = dict(server.to_state(), kept_dir=str(directory))
+    backend = local_backend(server.admin_url, "kept embedded", kept)
+    backend.close_to_public("postgres", "template1")
+    backend.drop_abandoned(marker_is_abandoned)
+    return {
+        "kind": "local",
+        "local": backend.to_state(),
+        "server": None,
+        "kept": True,
         "description": backend.describe(),
     }
 

@@ -16,6 +16,7 @@ from .backends.local import LocalBackend
 from .config import Settings
 from .coordination import state_root
 from .errors import NeonAlembicError
+from .kept_server import stop_idle
 from .run_end import reap_abandoned_runs
 
 
@@ -23,7 +24,9 @@ def clean_up(settings: Settings) -> tuple[list[str], bool]:
     """The lines to print, and whether everything stale could be removed."""
     try:
         lines, removed_all = _clean_neon(settings) if settings.backend == "neon" else ([], True)
-        reaped = reap_abandoned_runs(state_root())
+        root = state_root()
+        reaped = reap_abandoned_runs(root)
+        kept = stop_idle(root)
         if settings.backend != "neon" and settings.local_url:
             lines += _clean_server(settings.local_url)
     except NeonAlembicError as error:
@@ -33,6 +36,8 @@ def clean_up(settings: Settings) -> tuple[list[str], bool]:
         if reaped
         else "No files of killed runs on this machine."
     )
+    if kept:
+        lines.append(f"Kept embedded servers stopped: {', '.join(str(d) for d in kept)}.")
     return lines, removed_all
 
 

@@ -33,7 +33,7 @@ class Option:
     env: str | None
     help: str
     default: Any = None
-    kind: str = "string"  # "string", "bool", "int" or "choice"
+    kind: str = "string"  # "string", "bool", "int", "number" or "choice"
     choices: tuple[str, ...] = ()
 
     @property
@@ -145,6 +145,15 @@ OPTIONS: tuple[Option, ...] = (
         "int",
     ),
     Option(
+        "keep_server",
+        "--neon-keep-server",
+        "NEON_KEEP_SERVER",
+        "Minutes to keep the embedded server running once no run uses it, so that the next "
+        "runs start without starting PostgreSQL (0: each run starts and stops its own).",
+        0,
+        "number",
+    ),
+    Option(
         "cleanup",
         "--neon-cleanup",
         "NEON_CLEANUP",
@@ -179,6 +188,7 @@ class Settings:
     reset: str = "branch"
     no_cache: bool = False
     pg_version: int | None = None
+    keep_server: float = 0  # minutes
     cleanup: bool = False
     default_branch: str | None = None  # ini neon_default_branch
 
@@ -241,6 +251,11 @@ def read_settings(
         raise ConfigError(
             f"{_where('pg_version', sources)} must be a PostgreSQL major version (13 or later, "
             f"e.g. 17), got {raw['pg_version']}."
+        )
+    if not 0 <= raw["keep_server"] < float("inf"):
+        raise ConfigError(
+            f"{_where('keep_server', sources)} must be 0 (no kept server) or a number of minutes, "
+            f"got {raw['keep_server']}."
         )
     local_url = raw["local_url"]
     if local_url and not local_url.startswith(("postgresql://", "postgres://")):
@@ -321,6 +336,11 @@ def _convert(option: Option, value: Any, source: str) -> Any:
             return int(str(value).strip())
         except ValueError:
             raise ConfigError(f"{source} must be a whole number, got {value!r}.") from None
+    if option.kind == "number":
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{source} must be a number, got {value!r}.") from None
     text = str(value).strip()
     if option.kind == "choice" and text not in option.choices:
         raise ConfigError(f"{source} must be one of {', '.join(option.choices)}; got {text!r}.")

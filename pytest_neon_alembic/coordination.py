@@ -34,7 +34,7 @@ except ImportError:  # Windows: the owner's pid has to do
 
 from . import errors
 from .branch import BranchRole, NeonBranch
-from .processes import process_alive
+from .processes import lock_held, process_alive
 from .sealing import RunKey, seal_passwords, unseal_passwords
 
 OWNER_FILE = "owner.json"
@@ -306,21 +306,17 @@ def abandoned_runs(root: Path) -> list[RunDirectory]:
     return found
 
 
+def live_runs(root: Path) -> int:
+    """How many runs in *root* have a live owner (by their owner lock)."""
+    runs_dir = root / "runs"
+    if not runs_dir.is_dir():
+        return 0
+    return sum(_owner_lock_held(path) for path in runs_dir.iterdir())
+
+
 def _owner_lock_held(path: Path) -> bool:
     """Whether a live process holds *path*'s owner lock (ours counts as held)."""
-    if path in _HELD_LOCKS or fcntl is None:
-        return path in _HELD_LOCKS
-    try:
-        fd = os.open(path / OWNER_LOCK, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # releases the lock if we took it
-    return False
+    return path in _HELD_LOCKS or lock_held(path / OWNER_LOCK)
 
 
 def _unwrap(data: dict[str, Any]) -> Any:

@@ -45,6 +45,7 @@ from .fixtures import (  # noqa: F401 - pytest discovers fixtures on the plugin 
     neon_migration_context,
     neon_session,
 )
+from .kept_server import stop_orphaned
 from .report import Report
 from .run_end import reap_abandoned_runs
 from .sealing import RunKey
@@ -174,6 +175,7 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[STATE_NOTE_KEY] = note
         with contextlib.suppress(Exception):  # cleanup of killed runs must never break this run
             reap_abandoned_runs(root)
+            stop_orphaned(root)
         try:
             # Passwords in the run's files are sealed, unless the branches are kept to inspect.
             run = RunDirectory.create(root, sealed=not settings.keep_branches)

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None  # type: ignore[assignment]
 
 
 def process_alive(pid: int) -> bool:
@@ -30,3 +36,24 @@ def pid_namespace() -> str:
         return os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""
+
+
+def lock_held(lock_file: Path) -> bool:
+    """Whether a live process holds an flock on ``lock_file`` (False without flock).
+
+    The kernel drops the lock when its holder dies, however it dies and whatever
+    PID namespace it lives in: a surer sign of life than a recorded pid.
+    """
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(lock_file, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock if we took it
+    return False

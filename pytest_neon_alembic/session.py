@@ -149,7 +149,8 @@ class BranchSession:
     def readonly_branch(self, migrated: NeonBranch) -> NeonBranch:
         def create() -> NeonBranch:
             self.guard(migrated, "branch from")
-            branch = self.backend.create_readonly(self.branch_name("readonly"), migrated)
+            with guard.trusted():  # a kept server's standby: recorded only by its state
+                branch = self.backend.create_readonly(self.branch_name("readonly"), migrated)
             self.run.record_created(BranchRole.READONLY, branch)
             return branch
 
@@ -246,7 +247,8 @@ class BranchSession:
     def finish_run(self) -> Report:
         """Delete what the run created, stop the server, and report; owner process only."""
         describe = self._backend.describe if self._backend is not None else None
-        return finish_run(self.settings, self.run, describe)
+        with guard.trusted():  # the kept server's standby: not in the run's records
+            return finish_run(self.settings, self.run, describe)
 
 
 __all__ = ["BranchSession"]

@@ -25,11 +25,13 @@ MARKER_KEY = "pytest_neon_alembic"
 
 
 def remedy(server_label: str) -> str:
-    if server_label == "embedded":
+    if server_label.endswith("embedded"):
+        kept = server_label != "embedded"
+        where = "kept/ in the state directory" if kept else "the run directory"
         return (
             "The embedded PostgreSQL server stopped working (killed, out of memory or disk "
-            "space, or stopped with SIGSTOP for too long?); its log is postgres.log in the run "
-            "directory. Run the tests again."
+            f"space, or stopped with SIGSTOP for too long?); its log is postgres.log in {where}. "
+            "Run the tests again."
         )
     return (
         "Check that the server is running and that the URL's host, port, user and password "

@@ -35,6 +35,16 @@ from .spare import SpareClone, WarmConnection
 
 T = TypeVar("T")
 
+_EXACT_SEQUENCES = """
+DO $$
+DECLARE s regclass;
+BEGIN
+  FOR s IN SELECT c.oid::regclass FROM pg_class c WHERE c.relkind = 'S' LOOP
+    EXECUTE format('SELECT setval(%L, last_value, is_called) FROM %s', s, s);
+  END LOOP;
+END $$
+"""
+
 
 class LocalBackend(ServerJanitor, Backend):
     """Branches as databases on one server, reached through an administrative URL."""
@@ -118,7 +128,7 @@ class LocalBackend(ServerJanitor, Backend):
         except BaseException:
             with contextlib.suppress(ServerError):  # not recorded yet: nobody else would drop it
                 self._drop_database(name)
-                self._drop_role(name)
+                self._drop_roles(name)
             raise
         return self._branch(name, parent_id=source.branch_id, read_only=True, url=url)
 
@@ -133,10 +143,39 @@ class LocalBackend(ServerJanitor, Backend):
         from ..server.embedded import EmbeddedServer
         from ..server.standby import start_hot_standby
 
-        standby = start_hot_standby(EmbeddedServer.from_state(self.embedded_server))
-        # The credentials work on the standby only, which cannot write.
-        self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
+        kept = self.embedded_server.get("kept_dir")
+        if kept:
+            standby = self._follow_on_kept_standby(Path(kept), name)
+        else:
+            standby = start_hot_standby(EmbeddedServer.from_state(self.embedded_server))
+            # The credentials work on the standby only, which cannot write.
+            self._execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
         return url.replace(f":{urlsplit(url).port}/", f":{standby.port}/", 1)
+
+    def _follow_on_kept_standby(self, kept_dir: Path, name: str) -> Any:
+        """The kept server's standby, once it shows the clone and role ``name``; the role
+        joins the readers the server itself refuses."""
+        from ..kept_server import kept_standby
+        from ..server.standby import READERS, replay_until
+
+        # A sequence's WAL runs up to 32 values ahead of it (nextval logs in advance),
+        # and the standby shows what the WAL says: log each one's exact position.
+        with psycopg.connect(replace_database(self.admin_url, name), autocommit=True) as clone:
+            clone.execute(_EXACT_SEQUENCES)
+        readers = sql.Identifier(READERS)
+        if not self._execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READERS,)):
+            with contextlib.suppress(ServerError):  # another run made it just now
+                self._execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(readers))
+        # Committed with the WAL flushed (the server's commits are asynchronous): the
+        # standby receives only flushed WAL, and this covers everything before it too.
+        self._execute(
+            sql.SQL("BEGIN; SET LOCAL synchronous_commit = on; GRANT {} TO {}; COMMIT").format(
+                readers, sql.Identifier(name)
+            )
+        )
+        standby = kept_standby(kept_dir)
+        replay_until(standby, self._execute("SELECT pg_current_wal_flush_lsn()::text")[0][0])
+        return standby
 
     def seal(self, branch: NeonBranch) -> list[list[Any]]:
         """After migrations: the change tracking of ``inplace`` installed (every copy
@@ -199,13 +238,18 @@ class LocalBackend(ServerJanitor, Backend):
     def delete_branch(self, branch: NeonBranch) -> None:
         self._release_connections(branch.branch_id)
         self._discard_spare(branch.branch_id)
-        if branch.read_only and self.embedded_server is not None:
+        kept = (self.embedded_server or {}).get("kept_dir")
+        if branch.read_only and self.embedded_server and not kept:
             from ..server.standby import stop_hot_standby
 
             stop_hot_standby(Path(self.embedded_server["run_dir"]))
         self._drop_database(branch.branch_id)
         if branch.read_only:
             self._drop_roles(branch.branch_id)
+            if kept:
+                from ..kept_server import release_standby
+
+                release_standby(Path(kept))
 
     def _discard_spare(self, branch_id: str) -> None:
         spare = self._spares.pop(branch_id, None)

@@ -7,16 +7,23 @@ there by itself — ``SET default_transaction_read_only = off``, SECURITY
 DEFINER functions, ``ALTER ROLE``, ``ALTER DEFAULT PRIVILEGES``, temporary
 tables, sequences — in every database of it, whoever asks. It shows the
 cluster as it was when it was copied (after the migrations), and costs ~0.2 s
-once per run that uses read-only access.
+once per run that uses read-only access. The standby of a server kept between
+runs (``--neon-keep-server``) follows it instead, streaming its changes: every
+run's read-only clone reaches it, and the server refuses the readers' roles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ServerError
+from ..redact import mask_text
 from . import postmaster
 from .embedded import EmbeddedServer, _free_port, _log_tail, stop_abandoned_server
 from .system_user import RunAs, command_output
@@ -29,10 +36,12 @@ def standby_run_dir(primary_run_dir: Path) -> Path:
     return Path(primary_run_dir) / STANDBY_DIR
 
 
-def start_hot_standby(primary: EmbeddedServer) -> EmbeddedServer:
+def start_hot_standby(primary: EmbeddedServer, *, follow: bool = False) -> EmbeddedServer:
     """Copy the primary's cluster and start it as a hot standby on a free port.
 
-    The copy follows nothing: it stays at the state it was copied in.
+    The copy follows nothing: it stays at the state it was copied in; unless
+    *follow*, for a server kept between runs: it then streams the primary's
+    changes, and lets in the readers the primary refuses (``refuse_readers``).
     """
     run_as = RunAs.for_server()
     run_dir = standby_run_dir(primary.run_dir)
@@ -69,6 +78,8 @@ def start_hot_standby(primary: EmbeddedServer) -> EmbeddedServer:
     signal_file = data_dir / "standby.signal"
     signal_file.touch()
     run_as.chown(signal_file)
+    if follow:
+        _follow(data_dir, primary, password)
     port = _free_port()
     pid, returncode, output = postmaster.start(
         run_as,
@@ -109,9 +120,89 @@ def start_hot_standby(primary: EmbeddedServer) -> EmbeddedServer:
     )
 
 
+#: Roles that may only read: the primary of a kept server refuses them (its standby
+#: streams role changes too, so they cannot be NOLOGIN there as on a run's own server).
+READERS = "pytest_neon_readers"
+_REFUSE = f"host all +{READERS} all reject\nlocal all +{READERS} reject\n"
+
+
+def refuse_readers(primary: EmbeddedServer) -> None:
+    """Members of ``READERS`` cannot log in to *primary* (checked at each connection)."""
+    hba = primary.data_dir / "pg_hba.conf"
+    text = hba.read_text()
+    if not text.startswith(_REFUSE):
+        hba.write_text(_REFUSE + text)  # in place: the server's user keeps owning it
+    with _admin(primary) as connection:
+        connection.execute("SELECT pg_reload_conf()")
+
+
+@contextlib.contextmanager
+def _admin(server: EmbeddedServer) -> Iterator[Any]:
+    """The superuser's connection; a failure is a ServerError naming the server's log."""
+    import psycopg
+
+    try:
+        with psycopg.connect(server.admin_url, autocommit=True, connect_timeout=10) as connection:
+            yield connection
+    except psycopg.Error as error:
+        raise ServerError(
+            f"Lost the connection to the embedded PostgreSQL server on port {server.port}: "
+            f"{mask_text(str(error)).strip()} (log: {server.log_file}). Run the tests again."
+        ) from None
+
+
+def _follow(data_dir: Path, primary: EmbeddedServer, password: str) -> None:
+    hba = data_dir / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace(_REFUSE, "", 1))
+    conninfo = f"host=127.0.0.1 port={primary.port} user=postgres password={password}"
+    with open(data_dir / "postgresql.auto.conf", "a") as conf:
+        conf.write(f"primary_conninfo = '{conninfo}'\n")
+
+
+def replay_until(standby: EmbeddedServer, lsn: str, timeout: float = _TIMEOUT) -> None:
+    """Let *standby* replay the primary's WAL up to *lsn*, then pause its replay.
+
+    Paused, it spends no CPU replaying the run's own writes (every test's, every
+    restore's, every copy of a database) on the cores the tests run on; the run
+    resumes it at its end (``resume_replay``), so that it catches up while no
+    test runs. Concurrent runs each resume it until their own position is reached.
+    """
+    deadline = time.monotonic() + timeout
+    with _admin(standby) as connection:
+        while True:
+            row = connection.execute(
+                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)
+            ).fetchone()
+            if row and row[0]:
+                connection.execute("SELECT pg_wal_replay_pause()")
+                return
+            connection.execute("SELECT pg_wal_replay_resume()")
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"The read-only standby of the kept server did not catch up with it in "
+                    f"{timeout:.0f} s (log: {standby.log_file}). Stop it with "
+                    "pytest --neon-cleanup and run again."
+                )
+            time.sleep(0.002)
+
+
+def resume_replay(standby: EmbeddedServer) -> None:
+    """Let *standby* catch up in the background, between runs (see ``replay_until``)."""
+    with _admin(standby) as connection:
+        connection.execute("SELECT pg_wal_replay_resume()")
+
+
 def stop_hot_standby(primary_run_dir: Path) -> None:
     """Stop the standby of the server in ``primary_run_dir``, if one runs (any process)."""
     stop_abandoned_server(standby_run_dir(primary_run_dir))
 
 
-__all__ = ["standby_run_dir", "start_hot_standby", "stop_hot_standby"]
+__all__ = [
+    "READERS",
+    "refuse_readers",
+    "replay_until",
+    "resume_replay",
+    "standby_run_dir",
+    "start_hot_standby",
+    "stop_hot_standby",
+]

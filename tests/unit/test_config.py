@@ -65,6 +65,14 @@ PRECEDENCE_CASES = [
         DEFAULT_BRANCH_EXPIRY,
         id="int",
     ),
+    pytest.param(
+        "keep_server",
+        "NEON_KEEP_SERVER",
+        ("15", "0.5", "2"),
+        (15.0, 0.5, 2.0),
+        0,
+        id="number",
+    ),
 ]
 
 
@@ -131,6 +139,9 @@ def test_negative_branch_expiry_is_an_error(tmp_path: Path) -> None:
         ({"env": {"NEON_RESET": "savepoint"}}, "NEON_RESET", "savepoint"),
         ({"ini": {"neon_backend": "cloud"}}, "neon_backend", "cloud"),
         ({"cli": {"backend": "sqlite"}}, "--neon-backend", "sqlite"),
+        ({"cli": {"keep_server": "a while"}}, "--neon-keep-server", "a while"),
+        ({"env": {"NEON_KEEP_SERVER": "-1"}}, "NEON_KEEP_SERVER", "-1"),
+        ({"ini": {"neon_keep_server": "nan"}}, "neon_keep_server", "nan"),
     ],
 )
 def test_invalid_value_is_a_config_error_naming_its_source(
