@@ -105,17 +105,13 @@ def kept_standby(directory: Path) -> EmbeddedServer:
     It follows the server, so every run's read-only clone reaches it (after
     ``replay_until``); it goes when the server goes.
     """
-    from .server.embedded import EmbeddedServer
     from .server.standby import start_hot_standby
 
     with _start_lock(directory):
-        try:
-            standby = EmbeddedServer.from_state(json.loads((directory / _STANDBY).read_text()))
-            if standby.is_running():
-                return standby
-        except (OSError, ValueError, ServerError):
-            pass
-        primary = _recorded_server(directory)
+        standby = _recorded(directory / _STANDBY)
+        if standby is not None:
+            return standby
+        primary = _recorded(directory / _STATE)
         if primary is None:
             raise ServerError(
                 f"The kept embedded server in {directory} stopped during the run. Run again."
@@ -127,14 +123,10 @@ def kept_standby(directory: Path) -> EmbeddedServer:
 
 def release_standby(directory: Path) -> None:
     """A run is done reading from the kept standby: it catches up from now on, if it runs."""
-    from .server.embedded import EmbeddedServer
     from .server.standby import resume_replay
 
-    try:
-        standby = EmbeddedServer.from_state(json.loads((directory / _STANDBY).read_text()))
-    except (OSError, ValueError, ServerError):
-        return
-    if standby.is_running():
+    standby = _recorded(directory / _STANDBY)
+    if standby is not None:
         resume_replay(standby)
 
 
@@ -148,7 +140,7 @@ def _write_private(path: Path, state: dict) -> None:
 
 def _running_server(directory: Path) -> EmbeddedServer | None:
     """The kept server if it runs and lets the administrator in; else None (stopped)."""
-    server = _recorded_server(directory)
+    server = _recorded(directory / _STATE)
     if server is None:
         return None
     import psycopg
@@ -242,17 +234,19 @@ def _stop_if_unused(directory: Path, *, idle_for: float, since: float = 0.0) -> 
 
 def keep(directory: Path, root: Path) -> None:
     """The keeper: stop the server after ``idle`` seconds without a live run in ``root``."""
-    fd = os.open(directory / _KEEPER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        fd = os.open(directory / _KEEPER_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return  # another keeper has it
+        return  # another keeper has it, or the server is gone already
     last_used = time.time()
-    while _still_ours(fd, directory / _KEEPER_LOCK) and (directory / _STATE).exists():
+    while True:
         time.sleep(_KEEPER_POLL)
-        if _recorded_server(directory) is None:
+        if not (_still_ours(fd, directory / _KEEPER_LOCK) and (directory / _STATE).exists()):
+            return  # removed (--neon-cleanup, a new server, the state directory deleted)
+        if _recorded(directory / _STATE) is None:  # the server died
             with _start_lock(directory):
-                if _recorded_server(directory) is None:
+                if _recorded(directory / _STATE) is None:
                     _remove(directory)
                     return
         if live_runs(root):
@@ -274,12 +268,13 @@ def _still_ours(fd: int, lock: Path) -> bool:
         return False
 
 
-def _recorded_server(directory: Path) -> EmbeddedServer | None:
-    """The server recorded in ``directory`` if its postmaster runs (no connection made)."""
+def _recorded(state: Path) -> EmbeddedServer | None:
+    """The server whose state is in the file ``state``, if its postmaster runs (no
+    connection made)."""
     from .server.embedded import EmbeddedServer
 
     try:
-        server = EmbeddedServer.from_state(json.loads((directory / _STATE).read_text()))
+        server = EmbeddedServer.from_state(json.loads(state.read_text()))
     except (OSError, ValueError, ServerError):
         return None
     return server if server.is_running() else None
