@@ -296,6 +296,10 @@ SLEEPING_TESTS = {
 }
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_sleeping_run(project: NeonProject, output: Path | None = None) -> subprocess.Popen:
     """An inner pytest whose only test holds its branches and sleeps; returns once it sleeps."""
     project.write_alembic()
@@ -309,6 +313,9 @@ def _start_sleeping_run(project: NeonProject, output: Path | None = None) -> sub
             env=project.subprocess_env(),
             stdout=stdout,
             stderr=subprocess.STDOUT,
+            # Ctrl-C as in a terminal, even when this suite was started in the background
+            # (a shell's background job inherits SIGINT ignored, and Python keeps it so).
+            preexec_fn=_default_sigint,
         )
     finally:
         if output:
