@@ -446,15 +446,23 @@ def test_a_restore_landing_after_it_was_sent_again_fails_the_test_it_hit(
     later, during the next test, that test is an error (its data changed under it) and
     the branch is reset again -- never a test passing on data reset under it."""
     backend, migration, isolated = restore_setup(emulator)
-    emulator.faults.hang(1, seconds=1.5, method="POST", path="*/restore")
+    # Stuck long enough that the one sent again lands first, even on a busy machine.
+    emulator.faults.hang(1, seconds=3.0, method="POST", path="*/restore")
     started = time.monotonic()
     backend.reset_branch(isolated, migration)
     assert count(emulator, "POST", "/restore") == 2  # the stuck one, and again
     assert query(isolated.connection_string, "SELECT count(*) FROM items") == [(2,)]
 
+    reset_at = emulator.project.branches[isolated.branch_id].last_reset_at
     marker = backend.write_marker(isolated)  # the next test starts
     query(isolated.connection_string, "INSERT INTO items (label) VALUES ('by the next test')")
-    time.sleep(max(0.0, 1.5 + 0.3 - (time.monotonic() - started)))  # the first one lands
+    # The first one lands, 3 s after it was sent (later when the machine is busy), and
+    # its operations finish.
+    deadline = started + 30
+    state = emulator.project.branches[isolated.branch_id]
+    while state.last_reset_at == reset_at or state.current_state != "ready":
+        assert time.monotonic() < deadline, "the stalled restore never landed"
+        time.sleep(0.05)
     with pytest.raises(NeonAPIError, match="landed during this test") as info:
         backend.wrote_since(isolated, marker)
     assert "run the test again" in str(info.value)
