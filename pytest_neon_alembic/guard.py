@@ -300,13 +300,14 @@ def deactivate(guard: ConnectionGuard) -> None:
         _guards.remove(guard)
 
 
-_trusted = 0  # > 0 while the plugin starts its own server (nothing is recorded yet)
+_trusted = 0  # > 0 while the plugin connects where the run's records do not say
 
 
 @contextmanager
 def trusted() -> Iterator[None]:
-    """The plugin's own connections while it starts a backend: before the run has
-    recorded its server, the guard could not tell it is the run's."""
+    """The plugin's own connections to servers the run's records do not name: while it
+    starts a backend (before the run has recorded its server), and a kept server's
+    standby (started by whichever run first read from it). No test code runs inside."""
     global _trusted
     _trusted += 1
     try:

@@ -162,10 +162,7 @@ class LocalBackend(ServerJanitor, Backend):
         # and the standby shows what the WAL says: log each one's exact position.
         with psycopg.connect(replace_database(self.admin_url, name), autocommit=True) as clone:
             clone.execute(_EXACT_SEQUENCES)
-        readers = sql.Identifier(READERS)
-        if not self._execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READERS,)):
-            with contextlib.suppress(ServerError):  # another run made it just now
-                self._execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(readers))
+        readers = sql.Identifier(READERS)  # made with the kept server (refuse_readers)
         # Committed with the WAL flushed (the server's commits are asynchronous): the
         # standby receives only flushed WAL, and this covers everything before it too.
         self._execute(

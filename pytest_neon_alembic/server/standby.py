@@ -127,12 +127,14 @@ _REFUSE = f"host all +{READERS} all reject\nlocal all +{READERS} reject\n"
 
 
 def refuse_readers(primary: EmbeddedServer) -> None:
-    """Members of ``READERS`` cannot log in to *primary* (checked at each connection)."""
+    """The group role ``READERS``, whose members cannot log in to *primary* (checked at
+    each connection); once, when the kept server starts."""
     hba = primary.data_dir / "pg_hba.conf"
     text = hba.read_text()
     if not text.startswith(_REFUSE):
         hba.write_text(_REFUSE + text)  # in place: the server's user keeps owning it
     with _admin(primary) as connection:
+        connection.execute(f"CREATE ROLE {READERS} NOLOGIN")
         connection.execute("SELECT pg_reload_conf()")
 
 
