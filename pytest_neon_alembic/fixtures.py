@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from .branch import NeonBranch
 from .choice import ENV_VAR_PRIORITY, asked_branch, reset_strategy
 from .errors import NeonAlembicError
+from .liveness import ping_only_when_pending
 from .redirect import FOLLOW, OuterTransaction
 from .resets import renew_pool
 from .session import BranchSession
@@ -42,7 +43,9 @@ def _setup(request: pytest.FixtureRequest, step: Callable[[], T]) -> T:
 
 def _engine(branch: NeonBranch) -> Iterator[sa.Engine]:
     """An engine on ``branch`` for a fixture's lifetime; pre-ping survives resets."""
-    engine = sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
+    engine = ping_only_when_pending(
+        sa.create_engine(sqlalchemy_url(branch.connection_string), pool_pre_ping=True)
+    )
     yield engine
     engine.dispose()
 

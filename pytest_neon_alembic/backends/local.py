@@ -229,7 +229,6 @@ class LocalBackend(ServerJanitor, Backend):
             self._clone,
             drop_first=used,
             track=branch.branch_id in self._tracked and self._superuser_role(),
-            restore_options=self._restore_options(),
         )
 
     def delete_branch(self, branch: NeonBranch) -> None:

@@ -10,9 +10,9 @@ server process that clones (and drops the used database: DROP forces a
 checkpoint) is given the lowest CPU priority when the server runs on this
 machine and we run as root (who may raise it back: when a swap has to wait
 for the spare, its priority is restored, or a busy machine would starve the
-very work the test is waiting for). When the clone is done, one connection to
-it builds the database's relation cache file, so the first connection after
-the swap does not pay for it.
+very work the test is waiting for). The clone copies the template's files, its
+relation cache init file among them, so the first connection after the swap
+does not build one.
 
 ``WarmConnection`` opens, in the background too, the connection that checks
 the swapped-in database after the next test, and plans its checks.
@@ -28,7 +28,6 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from ..urls import replace_database
 from . import inplace
 
 
@@ -44,7 +43,6 @@ class SpareClone:
         drop_first: str | None = None,
         *,
         track: bool = False,
-        restore_options: str | None = None,
     ) -> None:
         self.template = template
         self.name = name
@@ -52,7 +50,6 @@ class SpareClone:
         self._admin_url = admin_url
         self._clone = clone
         self._track = track
-        self._restore_options = restore_options
         self._error: BaseException | None = None
         self._backends: list[int] = []  # server processes working for this spare, reniced
         self._thread = threading.Thread(target=self._run, name=f"spare {name}", daemon=True)
@@ -71,20 +68,8 @@ class SpareClone:
                 self._clone(self.template, self.name, connection)
                 if self._track:
                     inplace.enable_tracking(connection, self.name)
-            if self._track:
-                self._warm()
         except BaseException as error:  # reported through ready(); the reset falls back
             self._error = error
-
-    def _warm(self) -> None:
-        """One session on the new copy: builds its relation cache init file (the first
-        connection to a fresh database otherwise pays for it) and checks it is clean."""
-        url = replace_database(self._admin_url, self.name)
-        with psycopg.connect(url, autocommit=True, options=self._restore_options) as connection:
-            self._lower_priority(connection)
-            outcome = inplace.reset(connection)
-        if outcome != inplace.CLEAN:
-            raise RuntimeError(f"spare copy {self.name} is not pristine: {outcome}")
 
     def ready(self) -> bool:
         """Wait for the clone; False if it failed (the caller clones the slow way)."""

@@ -206,7 +206,7 @@ class EmbeddedServer:
                 snapshot_dir, data_dir, initdb_ran
             )
             if not copied and not initdb_ran:
-                shutil.copytree(template, data_dir, symlinks=True)
+                cluster.copy_tree(template, data_dir)
             data_dir.chmod(0o700)
             run_as.chown_tree(data_dir)
             socket_dir: Path | None = run_dir / "socket"

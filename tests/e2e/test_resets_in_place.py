@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 # Per round: the shape of the missed write (a write that resets, a write right after
 # that reset, a check), then a DDL test (a swap, with a spare made in the background)
-# and again a write right after it; and reads, which must never be reset.
+# and again a write right after it; and reads, which must never be reset. And read-only
+# tests in between, which never touch the isolated branch.
 WORKLOAD = """
 import psycopg
 import pytest
@@ -41,6 +42,9 @@ class TestRound:
         pristine(neon_branch_isolated.connection_string)
         write(neon_branch_isolated.connection_string, f"first-{n}")
 
+    def test_1b_read_only_meanwhile(self, neon_branch_readonly, n):
+        pristine(neon_branch_readonly.connection_string)
+
     def test_2_write_right_after_the_reset(self, neon_branch_isolated, n):
         pristine(neon_branch_isolated.connection_string)
         write(neon_branch_isolated.connection_string, f"second-{n}")
@@ -52,6 +56,9 @@ class TestRound:
         pristine(neon_branch_isolated.connection_string)
         with psycopg.connect(neon_branch_isolated.connection_string) as connection:
             connection.execute(f"ALTER TABLE items ADD COLUMN extra_{n} int")
+
+    def test_4b_read_only_meanwhile(self, neon_branch_readonly, n):
+        pristine(neon_branch_readonly.connection_string)
 
     def test_5_write_right_after_the_swap(self, neon_branch_isolated, n):
         pristine(neon_branch_isolated.connection_string)
@@ -76,9 +83,9 @@ def test_two_workers_no_missed_write_and_no_reset_of_a_clean_test(
 
     result = neon_project.run("-n", "2")
 
-    result.assert_outcomes(passed=5 * 7)
+    result.assert_outcomes(passed=5 * 9)
     summary = neon_project.summary(result)
-    # Per round 4 writing tests (1, 2, 4, 5) and 3 that only read (3, 6, 7).
+    # Per round 4 writing tests (1, 2, 4, 5), 3 that only read (3, 6, 7), 2 read-only.
     assert (summary.resets, summary.clean) == (5 * 4, 5 * 3), summary.line("resets:")
     assert f", {5 * 3} in place" in summary.line("resets:")  # only the DDL tests swapped
     neon_project.assert_nothing_left()
