@@ -98,9 +98,10 @@ def _kept_backend(
     """The kept embedded server, used like a server given with --neon-local-url (the run's
     own databases, the migrated state cached in it); read-only access is its kept
     hot standby."""
-    from .kept_server import use_kept_server
+    from .kept_server import pause_standby, use_kept_server
 
     server, directory = use_kept_server(run.root, settings.pg_version, settings.keep_server)
+    pause_standby(directory)
     kept = dict(server.to_state(), kept_dir=str(directory))
     backend = local_backend(server.admin_url, "kept embedded", kept)
     backend.close_to_public("postgres", "template1")

@@ -121,6 +121,19 @@ def kept_standby(directory: Path) -> EmbeddedServer:
         return standby
 
 
+def pause_standby(directory: Path) -> None:
+    """A run starts: the kept standby, if one runs, stops replaying, so that it does not
+    replay the run's writes, restores and copies of databases on the cores the tests run
+    on. ``replay_until`` lets it catch up to a read-only clone; the run's end resumes it
+    (``release_standby``), and it catches up between runs."""
+    from .server.standby import pause_replay
+
+    standby = _recorded(directory / _STANDBY)
+    if standby is not None:
+        with contextlib.suppress(ServerError):  # gone: started again when a run reads
+            pause_replay(standby)
+
+
 def release_standby(directory: Path) -> None:
     """A run is done reading from the kept standby: it catches up from now on, if it runs."""
     from .server.standby import resume_replay

@@ -242,10 +242,6 @@ class LocalBackend(ServerJanitor, Backend):
         self._drop_database(branch.branch_id)
         if branch.read_only:
             self._drop_roles(branch.branch_id)
-            if kept:
-                from ..kept_server import release_standby
-
-                release_standby(Path(kept))
 
     def _discard_spare(self, branch_id: str) -> None:
         spare = self._spares.pop(branch_id, None)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from ..errors import ServerError
 from ..redact import mask_text
 from . import postmaster
+from .binaries import major_of
 from .embedded import EmbeddedServer, _free_port, _log_tail, stop_abandoned_server
 from .system_user import RunAs, command_output
 
@@ -65,6 +66,8 @@ def start_hot_standby(primary: EmbeddedServer, *, follow: bool = False) -> Embed
             "--wal-method=stream",
             "--checkpoint=fast",
             "--no-sync",
+            # No checksums of every file for a manifest nobody verifies (~10 ms).
+            *(["--no-manifest"] if major_of(primary.version) >= 13 else []),
         ],
         timeout=_TIMEOUT,
         ld_library_path=primary.ld_library_path,
@@ -188,6 +191,12 @@ def replay_until(standby: EmbeddedServer, lsn: str, timeout: float = _TIMEOUT) -
             time.sleep(0.002)
 
 
+def pause_replay(standby: EmbeddedServer) -> None:
+    """Stop *standby*'s replay while a run's tests go on (see ``replay_until``)."""
+    with _admin(standby) as connection:
+        connection.execute("SELECT pg_wal_replay_pause()")
+
+
 def resume_replay(standby: EmbeddedServer) -> None:
     """Let *standby* catch up in the background, between runs (see ``replay_until``)."""
     with _admin(standby) as connection:
@@ -201,6 +210,7 @@ def stop_hot_standby(primary_run_dir: Path) -> None:
 
 __all__ = [
     "READERS",
+    "pause_replay",
     "refuse_readers",
     "replay_until",
     "resume_replay",

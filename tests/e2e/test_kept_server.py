@@ -5,7 +5,8 @@ postmaster and the cached migrated state; every run's databases and roles go
 at its end (or, for a killed run, at the next start); read-only access is the
 kept standby, which the readers' role can reach and the server refuses; the
 keeper stops an idle server, a server whose keeper was killed is stopped by
-the next run, and ``--neon-cleanup`` stops an idle one at once.
+the next run, and ``--neon-cleanup`` stops an idle one at once. The standby
+replays nothing while a run's tests go on, and catches up between runs.
 """
 
 from __future__ import annotations
@@ -110,6 +111,13 @@ def _run_databases_and_roles(admin_url: str) -> tuple[list[str], list[str]]:
     return [d for (d,) in databases], [r for (r,) in roles]
 
 
+def _standby_paused(project: NeonProject) -> bool:
+    """Whether the kept standby's replay is paused (it is while a run goes on)."""
+    standby = json.loads((_kept(project) / "standby.json").read_text())
+    with psycopg.connect(standby["admin_url"]) as connection:
+        return connection.execute("SELECT pg_is_wal_replay_paused()").fetchone()[0]
+
+
 def _wait_until(condition, timeout: float = 20) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,16 +150,21 @@ def test_the_next_run_uses_the_kept_server_and_no_run_leaves_anything_in_it(
     assert _run_databases_and_roles(state["admin_url"]) == ([], [])
     assert neon_project.runs_left() == []
     assert len(_keepers(neon_project)) == 1
+    assert not _standby_paused(neon_project)  # it catches up between runs
 
     # A run killed in a test leaves its databases; the next run drops them at its start.
     neon_project.pytester.makepyfile(test_killed=KILLED)
     killed = neon_project.run("--neon-keep-server=5", "test_killed.py")
     assert killed.ret != 0
     assert _run_databases_and_roles(state["admin_url"])[0]  # the killed run's isolated branch
+    # Paused at that run's start, though it read nothing: the standby replays no run's
+    # writes while its tests go on; the end that would have resumed it never came.
+    assert _standby_paused(neon_project)
     # Migrating with the standby already following: its sequences must still be exact.
     again = neon_project.run("--neon-keep-server=5", "--neon-no-cache", "test_kept.py")
     again.assert_outcomes(passed=3)
     assert _run_databases_and_roles(state["admin_url"]) == ([], [])
+    assert not _standby_paused(neon_project)
 
     cleanup = neon_project.run("--neon-cleanup")
     assert "Kept embedded servers stopped" in neon_project.output(cleanup)
