@@ -674,3 +674,27 @@ def test_sigkill_while_saving_a_snapshot_leaves_nothing_after_the_next_start(
     assert not [p.name for p in cache.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
     with psycopg.connect(third.admin_url) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("with_cp", [True, False])
+def test_a_cluster_copy_keeps_every_file_mode_and_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_cp: bool
+) -> None:
+    """``cp -a`` when there is one; the same tree through shutil without it."""
+    from pytest_neon_alembic.server import cluster
+
+    source = tmp_path / "pgdata"
+    (source / "base" / "1").mkdir(parents=True)
+    (source / "base" / "1" / "1259").write_bytes(b"\0" * 8192)
+    (source / "PG_VERSION").write_text("18\n")
+    (source / "PG_VERSION").chmod(0o600)
+    (source / "pg_wal").symlink_to("/nonexistent/wal")
+    if not with_cp:
+        monkeypatch.setattr(cluster.shutil, "which", lambda name: None)
+
+    cluster.copy_tree(source, tmp_path / "copy")
+
+    copy = tmp_path / "copy"
+    assert (copy / "base" / "1" / "1259").read_bytes() == b"\0" * 8192
+    assert (copy / "PG_VERSION").stat().st_mode & 0o777 == 0o600
+    assert os.readlink(copy / "pg_wal") == "/nonexistent/wal"
