@@ -122,16 +122,16 @@ def kept_standby(directory: Path) -> EmbeddedServer:
 
 
 def pause_standby(directory: Path) -> None:
-    """A run starts: the kept standby, if one runs, stops replaying, so that it does not
-    replay the run's writes, restores and copies of databases on the cores the tests run
-    on. ``replay_until`` lets it catch up to a read-only clone; the run's end resumes it
-    (``release_standby``), and it catches up between runs."""
-    from .server.standby import pause_replay
+    """A run starts: the kept standby, if one runs and has caught up, stops replaying, so
+    that it does not replay the run's writes, restores and copies of databases on the
+    cores the tests run on. ``replay_until`` lets it catch up to a read-only clone; the
+    run's end resumes it (``release_standby``), and it catches up between runs."""
+    from .server.standby import pause_replay_if_caught_up
 
     standby = _recorded(directory / _STANDBY)
     if standby is not None:
         with contextlib.suppress(ServerError):  # gone: started again when a run reads
-            pause_replay(standby)
+            pause_replay_if_caught_up(standby)
 
 
 def release_standby(directory: Path) -> None:

@@ -191,10 +191,16 @@ def replay_until(standby: EmbeddedServer, lsn: str, timeout: float = _TIMEOUT) -
             time.sleep(0.002)
 
 
-def pause_replay(standby: EmbeddedServer) -> None:
-    """Stop *standby*'s replay while a run's tests go on (see ``replay_until``)."""
+def pause_replay_if_caught_up(standby: EmbeddedServer) -> None:
+    """Stop *standby*'s replay while a run's tests go on (see ``replay_until``), if it
+    has replayed all it received: a standby still catching up goes on, or runs started
+    back to back would pile up its replay (every copy of a database of every run) for
+    the next one that reads to wait for."""
     with _admin(standby) as connection:
-        connection.execute("SELECT pg_wal_replay_pause()")
+        connection.execute(
+            "SELECT pg_wal_replay_pause() "
+            "WHERE pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn()"
+        )
 
 
 def resume_replay(standby: EmbeddedServer) -> None:
@@ -210,7 +216,7 @@ def stop_hot_standby(primary_run_dir: Path) -> None:
 
 __all__ = [
     "READERS",
-    "pause_replay",
+    "pause_replay_if_caught_up",
     "refuse_readers",
     "replay_until",
     "resume_replay",

@@ -5,8 +5,9 @@ postmaster and the cached migrated state; every run's databases and roles go
 at its end (or, for a killed run, at the next start); read-only access is the
 kept standby, which the readers' role can reach and the server refuses; the
 keeper stops an idle server, a server whose keeper was killed is stopped by
-the next run, and ``--neon-cleanup`` stops an idle one at once. The standby
-replays nothing while a run's tests go on, and catches up between runs.
+the next run, and ``--neon-cleanup`` stops an idle one at once. The standby,
+once caught up, replays nothing while a run's tests go on, and catches up
+between runs.
 """
 
 from __future__ import annotations
@@ -111,11 +112,19 @@ def _run_databases_and_roles(admin_url: str) -> tuple[list[str], list[str]]:
     return [d for (d,) in databases], [r for (r,) in roles]
 
 
-def _standby_paused(project: NeonProject) -> bool:
-    """Whether the kept standby's replay is paused (it is while a run goes on)."""
+def _standby(project: NeonProject, query: str) -> object:
     standby = json.loads((_kept(project) / "standby.json").read_text())
     with psycopg.connect(standby["admin_url"]) as connection:
-        return connection.execute("SELECT pg_is_wal_replay_paused()").fetchone()[0]
+        return connection.execute(query).fetchone()[0]
+
+
+def _standby_paused(project: NeonProject) -> bool:
+    """Whether the kept standby's replay is paused (it is while a run goes on)."""
+    return bool(_standby(project, "SELECT pg_is_wal_replay_paused()"))
+
+
+def _standby_caught_up(project: NeonProject) -> bool:
+    return bool(_standby(project, "SELECT pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn()"))
 
 
 def _wait_until(condition, timeout: float = 20) -> bool:
@@ -151,14 +160,16 @@ def test_the_next_run_uses_the_kept_server_and_no_run_leaves_anything_in_it(
     assert neon_project.runs_left() == []
     assert len(_keepers(neon_project)) == 1
     assert not _standby_paused(neon_project)  # it catches up between runs
+    assert _wait_until(lambda: _standby_caught_up(neon_project))
 
     # A run killed in a test leaves its databases; the next run drops them at its start.
     neon_project.pytester.makepyfile(test_killed=KILLED)
     killed = neon_project.run("--neon-keep-server=5", "test_killed.py")
     assert killed.ret != 0
     assert _run_databases_and_roles(state["admin_url"])[0]  # the killed run's isolated branch
-    # Paused at that run's start, though it read nothing: the standby replays no run's
-    # writes while its tests go on; the end that would have resumed it never came.
+    # Paused at that run's start (it had caught up), though the run read nothing: the
+    # standby replays no run's writes while its tests go on. (The end that would have
+    # resumed it never came.)
     assert _standby_paused(neon_project)
     # Migrating with the standby already following: its sequences must still be exact.
     again = neon_project.run("--neon-keep-server=5", "--neon-no-cache", "test_kept.py")
