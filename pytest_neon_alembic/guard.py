@@ -31,11 +31,11 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import ForeignDatabaseError
 from .redact import mask_url
+from .urls import LOOPBACK
 
 SANDBOX_HOST = "sandbox.pytest-neon-alembic.invalid"  # .invalid never resolves (RFC 2606)
 SANDBOX_DATABASE = "no_branch_outside_a_test"
 SANDBOX_URL = f"postgresql://pytest_neon_sandbox:sandbox@{SANDBOX_HOST}:5432/{SANDBOX_DATABASE}"
-LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 FIXTURES_HINT = (
     "neon_branch_isolated, neon_branch_shared, neon_branch_dirty or neon_branch_readonly "

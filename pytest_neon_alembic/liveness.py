@@ -19,13 +19,12 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-_LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+from .urls import on_this_machine
 
 
 def ping_only_when_pending(engine: Engine) -> Engine:
     """Make ``engine``'s pre-ping a socket poll when its server is on this machine."""
-    host = engine.url.host or ""
-    if host not in _LOCAL_HOSTS and not host.startswith("/"):
+    if not on_this_machine(engine.url.host):
         return engine
     real_ping = engine.dialect.do_ping
 

@@ -1,8 +1,16 @@
-"""Connection URLs: the same database under another name or role, and SQLAlchemy's form."""
+"""Connection URLs: the same database under another name or role, SQLAlchemy's form,
+and whether a host is this machine."""
 
 from __future__ import annotations
 
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def on_this_machine(host: str | None) -> bool:
+    """A loopback address, a Unix socket directory, or no host (libpq's default socket)."""
+    return not host or host in LOOPBACK or host.startswith("/")
 
 
 def replace_database(

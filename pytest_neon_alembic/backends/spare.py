@@ -28,6 +28,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
+from ..urls import on_this_machine
 from . import inplace
 
 
@@ -82,8 +83,7 @@ class SpareClone:
     def _lower_priority(self, connection: psycopg.Connection) -> None:
         """Lowest CPU priority for this connection's server process, when it runs on this
         machine and we could raise it back (root)."""
-        host = str(connection.info.host)
-        if os.geteuid() == 0 and (host in ("127.0.0.1", "localhost", "::1") or host[:1] == "/"):
+        if os.geteuid() == 0 and on_this_machine(connection.info.host):
             pid = connection.info.backend_pid
             if _set_priority(pid, 19):
                 self._backends.append(pid)
