@@ -135,12 +135,14 @@ def pause_standby(directory: Path) -> None:
 
 
 def release_standby(directory: Path) -> None:
-    """A run is done reading from the kept standby: it catches up from now on, if it runs."""
+    """A run ends: the kept standby, if one runs, catches up from now on (its replay
+    was paused for the run, ``pause_standby``)."""
     from .server.standby import resume_replay
 
     standby = _recorded(directory / _STANDBY)
     if standby is not None:
-        resume_replay(standby)
+        with contextlib.suppress(ServerError):  # gone: started again when a run reads
+            resume_replay(standby)
 
 
 def _write_private(path: Path, state: dict) -> None:

@@ -71,20 +71,14 @@ def finish_run(
         backend.close()
         server = backend_state.get("local", {}).get("embedded_server") or {}
         if server.get("kept_dir"):
-            _release_kept_standby(Path(server["kept_dir"]))
+            from .kept_server import release_standby
+
+            release_standby(Path(server["kept_dir"]))
         if backend_state.get("server") and not settings.keep_branches:
             _stop_server(backend_state["server"], report)
     if not settings.keep_branches:
         _remove_run(run)
     return report
-
-
-def _release_kept_standby(directory: Path) -> None:
-    """The kept server's standby catches up again (its replay was paused for the run)."""
-    from .kept_server import release_standby
-
-    with contextlib.suppress(NeonAlembicError):
-        release_standby(directory)
 
 
 def server_goes_at_end(run: RunDirectory, backend_state: dict | None = None) -> bool:
