@@ -9,6 +9,7 @@ shared libraries they load -- is copied to where that user can run it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,9 @@ from .system_user import SYSTEM_USER, RunAs, command_output, first_unreachable
 
 _MANIFEST = "pytest-neon-alembic-copy.json"
 
-# Per-process memo of _first_unreachable_part(): the pg_config/ldd probe costs ~25 ms.
+_LAYOUT_FILE = "layout.json"
+
+# Per-process memo of _first_unreachable_part() (see _known_layout for the probe's cost).
 _BLOCKED: dict[tuple[Path, str], Path | None] = {}
 
 
@@ -57,6 +60,48 @@ def _install_layout(bindir: Path, *, with_modules: bool) -> _InstallLayout:
     existing = tuple(d for d in dict.fromkeys(dirs) if d.is_dir())
     libs = _shared_libraries(bindir, existing if with_modules else [bindir])
     return _InstallLayout(bindir, existing, tuple(libs))
+
+
+def _known_layout(bindir: Path, key: str, cache_dir: Path) -> _InstallLayout:
+    """``_install_layout(bindir, with_modules=False)``, kept in the cache between runs.
+
+    Asking ``pg_config`` and ``ldd`` takes two processes, 15-30 ms of every
+    run's start, for an answer that only a new build changes (the cache key
+    *key* tells builds apart, the path of *bindir* their places). Whether the
+    system user can reach those files is still checked every run, on the
+    files themselves; a layout whose files are gone is asked again.
+    """
+    place = hashlib.sha256(str(bindir.resolve()).encode()).hexdigest()[:12]
+    entry = cache_dir / f"layout-{key}-{place}"
+
+    def read() -> _InstallLayout | None:
+        try:
+            raw = json.loads((entry / _LAYOUT_FILE).read_text(encoding="utf-8"))
+            layout = _InstallLayout(
+                Path(raw["bindir"]),
+                tuple(map(Path, raw["dirs"])),
+                tuple(map(Path, raw["libs"])),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        paths = (*layout.dirs, *layout.libs, *(layout.bindir / n for n in REQUIRED_BINARIES))
+        return layout if all(path.exists() for path in paths) else None
+
+    def build(tmp: Path) -> None:
+        layout = _install_layout(bindir, with_modules=False)
+        text = json.dumps(
+            {
+                "bindir": str(layout.bindir),
+                "dirs": [str(path) for path in layout.dirs],
+                "libs": [str(path) for path in layout.libs],
+            }
+        )
+        (tmp / _LAYOUT_FILE).write_text(text, encoding="utf-8")
+
+    try:
+        return build_once(entry, read, build, f"find the PostgreSQL files of {bindir}")[0]
+    except OSError:  # a cache we cannot write: ask every time
+        return _install_layout(bindir, with_modules=False)
 
 
 def _shared_libraries(bindir: Path, dirs: Sequence[Path]) -> list[Path]:
@@ -212,7 +257,7 @@ def usable_bindir(bindir: Path, version: str, cache_dir: Path, run_as: RunAs) ->
         return bindir, ""
     key = (bindir, binaries_key(bindir))
     if key not in _BLOCKED:
-        _BLOCKED[key] = _first_unreachable_part(_install_layout(bindir, with_modules=False))
+        _BLOCKED[key] = _first_unreachable_part(_known_layout(bindir, key[1], cache_dir))
     blocked = _BLOCKED[key]
     if blocked is None:
         return bindir, ""

@@ -33,7 +33,7 @@ import psycopg
 import pytest
 
 from pytest_neon_alembic.errors import PostgresNotFoundError, ServerError
-from pytest_neon_alembic.server import binaries, cache, embedded, system_user
+from pytest_neon_alembic.server import binaries, cache, embedded, install_copy, system_user
 from pytest_neon_alembic.server.embedded import (
     BINDIR_ENV_VAR,
     SYSTEM_USER,
@@ -580,6 +580,42 @@ def test_unreachable_binaries_are_copied(
     root = shared_tmp / f"pytest-neon-alembic-pginstall-{os.geteuid()}"
     assert root.stat().st_uid == 0 and root.stat().st_mode & 0o777 == 0o755
     with psycopg.connect(server2.admin_url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@needs_postgres
+@root_only
+def test_the_install_layout_is_remembered_but_its_reach_checked_every_start(
+    started: Callable[..., EmbeddedServer],
+    scratch: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert BINDIR is not None
+    public = Path(tempfile.mkdtemp(prefix="install-", dir=scratch))
+    os.chmod(public, 0o755)
+    bindir = _private_copy_of_install(BINDIR, public)
+    server = started(Path(tempfile.mkdtemp(dir=scratch)), bindir=bindir)
+    assert server.bindir == bindir.resolve()  # reachable: run in place
+    assert list(cache_dir.glob("layout-*/layout.json"))
+
+    # A later start (a new process: the memo is empty) does not ask pg_config and ldd again...
+    def asked(*args: object, with_modules: bool) -> object:
+        assert with_modules, "the layout was asked again instead of read from the cache"
+        return real_layout(*args, with_modules=with_modules)
+
+    real_layout = install_copy._install_layout
+    monkeypatch.setattr(install_copy, "_install_layout", asked)
+    install_copy._BLOCKED.clear()
+    server = started(Path(tempfile.mkdtemp(dir=scratch)), bindir=bindir)
+    assert server.bindir == bindir.resolve()
+
+    # ...but still checks that the server's user can reach those files.
+    os.chmod(public, 0o700)
+    install_copy._BLOCKED.clear()
+    server = started(Path(tempfile.mkdtemp(dir=scratch)), bindir=bindir)
+    assert not server.bindir.is_relative_to(public)
+    with psycopg.connect(server.admin_url) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
