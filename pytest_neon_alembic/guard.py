@@ -21,6 +21,7 @@ import fnmatch
 import os
 import sys
 import sysconfig
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -300,25 +301,32 @@ def deactivate(guard: ConnectionGuard) -> None:
         _guards.remove(guard)
 
 
-_trusted = 0  # > 0 while the plugin connects where the run's records do not say
+class _Trust(threading.local):
+    depth = 0  # > 0 while this thread's plugin code connects where the records do not say
+
+
+_trust = _Trust()
 
 
 @contextmanager
 def trusted() -> Iterator[None]:
     """The plugin's own connections to servers the run's records do not name: while it
     starts a backend (before the run has recorded its server), and a kept server's
-    standby (started by whichever run first read from it). No test code runs inside."""
-    global _trusted
-    _trusted += 1
+    standby (started by whichever run first read from it). No test code runs inside.
+
+    For the calling thread only: a thread the app started (a scheduler, a pool
+    warmer) that connects meanwhile is still checked.
+    """
+    _trust.depth += 1
     try:
         yield
     finally:
-        _trusted -= 1
+        _trust.depth -= 1
 
 
 def check(target: Target) -> None:
     """Refuse ``target`` if a guard is active and the run does not own it."""
-    if _guards and not _trusted:
+    if _guards and not _trust.depth:
         _guards[-1].check(target)
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
 from pytest_neon_alembic import guard
+from pytest_neon_alembic.errors import ForeignDatabaseError
 from pytest_neon_alembic.guard import AllowedPatterns, ConnectionVariables, Target
 
 
@@ -82,3 +84,32 @@ def test_an_in_process_session_gives_the_user_value_back(
     )
     pytester.runpytest_inprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert os.environ["DATABASE_URL"] == "postgresql://dev:pw@devhost/app"
+
+
+def test_trust_is_the_calling_threads_only() -> None:
+    """While the plugin connects to a server the run has not recorded yet (``trusted``),
+    another thread of the process (the app's, started at import) is still refused."""
+    refuse_all = guard.ConnectionGuard(
+        lambda target: False, AllowedPatterns([]), ConnectionVariables(["DATABASE_URL"])
+    )
+    target = guard.target_of_url("postgresql://someone@db.example:5432/production")
+    guard.activate(refuse_all)
+    try:
+        refused: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                guard.check(target)
+            except ForeignDatabaseError as error:
+                refused.append(error)
+
+        with guard.trusted():
+            guard.check(target)  # the plugin's own thread: let through
+            thread = threading.Thread(target=elsewhere)
+            thread.start()
+            thread.join()
+        assert len(refused) == 1 and "db.example" in str(refused[0])
+        with pytest.raises(ForeignDatabaseError):
+            guard.check(target)  # and no longer once the plugin is done
+    finally:
+        guard.deactivate(refuse_all)
