@@ -121,6 +121,29 @@ def kept_standby(directory: Path) -> EmbeddedServer:
         return standby
 
 
+def renew_standby(directory: Path, stalled: EmbeddedServer) -> EmbeddedServer:
+    """A fresh copy of the kept server in place of its standby *stalled*, which stopped
+    replaying (``StandbyStalled``): otherwise no later run could read either.
+
+    The copy has every run's read-only clone and role already; a concurrent run
+    that reads from the stalled one loses its connections to it.
+    """
+    from .server.standby import start_hot_standby
+
+    with _start_lock(directory):
+        current = _recorded(directory / _STANDBY)
+        if current is not None and current.pid != stalled.pid:
+            return current  # another run renewed it meanwhile
+        primary = _recorded(directory / _STATE)
+        if primary is None:
+            raise ServerError(
+                f"The kept embedded server in {directory} stopped during the run. Run again."
+            )
+        standby = start_hot_standby(primary, follow=True)  # the stalled one stopped first
+        _write_private(directory / _STANDBY, standby.to_state())
+        return standby
+
+
 def pause_standby(directory: Path) -> None:
     """A run starts: the kept standby, if one runs and has caught up, stops replaying, so
     that it does not replay the run's writes, restores and copies of databases on the

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import socket
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -155,8 +156,8 @@ class LocalBackend(ServerJanitor, Backend):
     def _follow_on_kept_standby(self, kept_dir: Path, name: str) -> Any:
         """The kept server's standby, once it shows the clone and role ``name``; the role
         joins the readers the server itself refuses."""
-        from ..kept_server import kept_standby
-        from ..server.standby import READERS, replay_until
+        from ..kept_server import kept_standby, renew_standby
+        from ..server.standby import READERS, StandbyStalled, replay_until
 
         # A sequence's WAL runs up to 32 values ahead of it (nextval logs in advance),
         # and the standby shows what the WAL says: log each one's exact position.
@@ -171,7 +172,13 @@ class LocalBackend(ServerJanitor, Backend):
             )
         )
         standby = kept_standby(kept_dir)
-        replay_until(standby, self._execute("SELECT pg_current_wal_flush_lsn()::text")[0][0])
+        position = self._execute("SELECT pg_current_wal_flush_lsn()::text")[0][0]
+        try:
+            replay_until(standby, position)
+        except StandbyStalled as stalled:
+            warnings.warn(f"{stalled} It was replaced by a fresh copy.", RuntimeWarning, 2)
+            standby = renew_standby(kept_dir, standby)
+            replay_until(standby, position)  # a new copy: at once
         return standby
 
     def seal(self, branch: NeonBranch) -> list[list[Any]]:

@@ -31,6 +31,8 @@ from .system_user import RunAs, command_output
 
 STANDBY_DIR = "readonly"  # under the primary's run directory
 _TIMEOUT = 60
+_STALLED_AFTER = 40  # s without replay (PostgreSQL's max_standby_streaming_delay: 30)
+_UNFED_AFTER = 10  # the same without a WAL receiver (it retries every 5 s)
 
 
 def standby_run_dir(primary_run_dir: Path) -> Path:
@@ -164,6 +166,10 @@ def _follow(data_dir: Path, primary: EmbeddedServer, password: str) -> None:
         conf.write(f"primary_conninfo = '{conninfo}'\n")
 
 
+class StandbyStalled(ServerError):
+    """The standby stopped replaying short of where it has to be (``replay_until``)."""
+
+
 def replay_until(standby: EmbeddedServer, lsn: str, timeout: float = _TIMEOUT) -> None:
     """Let *standby* replay the primary's WAL up to *lsn*, then pause its replay.
 
@@ -171,18 +177,36 @@ def replay_until(standby: EmbeddedServer, lsn: str, timeout: float = _TIMEOUT) -
     restore's, every copy of a database) on the cores the tests run on; the run
     resumes it at its end (``resume_replay``), so that it catches up while no
     test runs. Concurrent runs each resume it until their own position is reached.
+
+    Raises ``StandbyStalled`` when its replay has not moved for 40 s, longer
+    than PostgreSQL lets a reader's query hold it back (30 s), or for 10 s
+    without a WAL receiver streaming to it (one that lost the server retries
+    every 5 s): it is stuck then, for one on WAL the server no longer has.
     """
     deadline = time.monotonic() + timeout
+    last, moved = None, time.monotonic()
     with _admin(standby) as connection:
         while True:
-            row = connection.execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)
+            replayed, reached, streaming = connection.execute(
+                "SELECT pg_last_wal_replay_lsn()::text, pg_last_wal_replay_lsn() >= %s::pg_lsn, "
+                "EXISTS (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+                (lsn,),
             ).fetchone()
-            if row and row[0]:
+            if reached:
                 connection.execute("SELECT pg_wal_replay_pause()")
                 return
+            now = time.monotonic()
+            if replayed != last:
+                last, moved = replayed, now
+            if now - moved > (_STALLED_AFTER if streaming else _UNFED_AFTER):
+                receiver = "its WAL receiver streams" if streaming else "no WAL receiver streams"
+                raise StandbyStalled(
+                    f"The read-only standby on port {standby.port} replayed nothing for "
+                    f"{now - moved:.0f} s, at {replayed} of {lsn} ({receiver}; log: "
+                    f"{standby.log_file})."
+                )
             connection.execute("SELECT pg_wal_replay_resume()")
-            if time.monotonic() > deadline:
+            if now > deadline:
                 raise ServerError(
                     f"The read-only standby of the kept server did not catch up with it in "
                     f"{timeout:.0f} s (log: {standby.log_file}). Stop it with "
@@ -216,6 +240,7 @@ def stop_hot_standby(primary_run_dir: Path) -> None:
 
 __all__ = [
     "READERS",
+    "StandbyStalled",
     "pause_replay_if_caught_up",
     "refuse_readers",
     "replay_until",

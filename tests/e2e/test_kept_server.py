@@ -209,3 +209,33 @@ def test_the_keeper_stops_an_idle_server_and_a_server_without_keeper_is_stopped(
     neon_project.run().assert_outcomes(passed=1)
     assert not _kept(neon_project).exists()
     neon_project.assert_nothing_left()
+
+
+def test_a_standby_that_stopped_replaying_is_replaced_by_a_fresh_copy(
+    neon_project: NeonProject,
+) -> None:
+    neon_project.write_alembic()
+    neon_project.pytester.makepyfile(test_kept=TESTS)
+    first = neon_project.run("--neon-keep-server=5", "test_kept.py::test_3_readonly")
+    first.assert_outcomes(passed=1)
+    stalled = json.loads((_kept(neon_project) / "standby.json").read_text())
+
+    # Its WAL receiver can no longer reach the server (as when the server no longer has
+    # the WAL it needs): it replays nothing more.
+    with psycopg.connect(stalled["admin_url"], autocommit=True) as connection:
+        connection.execute("ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1'")
+        connection.execute("SELECT pg_reload_conf()")
+    streaming = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+    assert _wait_until(lambda: not _standby(neon_project, streaming))
+
+    second = neon_project.run("--neon-keep-server=5", "test_kept.py")
+    second.assert_outcomes(passed=3, warnings=1)  # read-only included: on a fresh copy
+    assert "no WAL receiver streams" in neon_project.output(second)
+    assert "It was replaced by a fresh copy." in neon_project.output(second)
+    renewed = json.loads((_kept(neon_project) / "standby.json").read_text())
+    assert renewed["pid"] != stalled["pid"]
+    assert _standby(neon_project, streaming) == 1  # it follows the server again
+
+    neon_project.run("--neon-cleanup")
+    assert _wait_until(lambda: not _keepers(neon_project))
+    neon_project.assert_nothing_left()
