@@ -105,20 +105,9 @@ def kept_standby(directory: Path) -> EmbeddedServer:
     It follows the server, so every run's read-only clone reaches it (after
     ``replay_until``); it goes when the server goes.
     """
-    from .server.standby import start_hot_standby
-
     with _start_lock(directory):
         standby = _recorded(directory / _STANDBY)
-        if standby is not None:
-            return standby
-        primary = _recorded(directory / _STATE)
-        if primary is None:
-            raise ServerError(
-                f"The kept embedded server in {directory} stopped during the run. Run again."
-            )
-        standby = start_hot_standby(primary, follow=True)
-        _write_private(directory / _STANDBY, standby.to_state())
-        return standby
+        return standby if standby is not None else _new_standby(directory)
 
 
 def renew_standby(directory: Path, stalled: EmbeddedServer) -> EmbeddedServer:
@@ -128,20 +117,25 @@ def renew_standby(directory: Path, stalled: EmbeddedServer) -> EmbeddedServer:
     The copy has every run's read-only clone and role already; a concurrent run
     that reads from the stalled one loses its connections to it.
     """
-    from .server.standby import start_hot_standby
-
     with _start_lock(directory):
         current = _recorded(directory / _STANDBY)
         if current is not None and current.pid != stalled.pid:
             return current  # another run renewed it meanwhile
-        primary = _recorded(directory / _STATE)
-        if primary is None:
-            raise ServerError(
-                f"The kept embedded server in {directory} stopped during the run. Run again."
-            )
-        standby = start_hot_standby(primary, follow=True)  # the stalled one stopped first
-        _write_private(directory / _STANDBY, standby.to_state())
-        return standby
+        return _new_standby(directory)  # the stalled one is stopped first
+
+
+def _new_standby(directory: Path) -> EmbeddedServer:
+    """Start the kept server's standby (under ``_start_lock``), replacing any in its place."""
+    from .server.standby import start_hot_standby
+
+    primary = _recorded(directory / _STATE)
+    if primary is None:
+        raise ServerError(
+            f"The kept embedded server in {directory} stopped during the run. Run again."
+        )
+    standby = start_hot_standby(primary, follow=True)
+    _write_private(directory / _STANDBY, standby.to_state())
+    return standby
 
 
 def pause_standby(directory: Path) -> None:
